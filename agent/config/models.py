@@ -1,0 +1,193 @@
+"""The whole configuration: one YAML file, validated before any connection is opened."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent.config.rules import (
+    AlarmRuleConfig,
+    CounterRuleConfig,
+    SampleRuleConfig,
+    StateRuleConfig,
+)
+from drivers.modbus_config import ModbusRtuConfig, ModbusTcpConfig
+from drivers.units import Duration, Size
+
+NAME_PATTERN = r"^[A-Za-z0-9_\-]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def default_state_dir() -> Path:
+    # systemd sets STATE_DIRECTORY from StateDirectory=; outside systemd use the FHS place.
+    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/floorgate").split(":")[0])
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class AgentSection(_Strict):
+    id: str = Field(
+        default="floorgate",
+        pattern=NAME_PATTERN,
+        description="This gateway's id: in every event and in MQTT topics. Unique per gateway.",
+    )
+    site: str = Field(default="site", pattern=NAME_PATTERN, description="ISA-95 site.")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Where the buffer and generated files live. Default: $STATE_DIRECTORY, "
+        "else /var/lib/floorgate.",
+    )
+    log_level: LogLevel = Field(default=LogLevel.INFO, description="debug | info | warning.")
+
+
+class Secret(_Strict):
+    """A secret is never written in the YAML: name a file or a systemd credential."""
+
+    file: Path | None = Field(default=None, description="File holding the secret.")
+    credential: str | None = Field(
+        default=None,
+        description="Name of a systemd credential (LoadCredential=), read from "
+        "$CREDENTIALS_DIRECTORY.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_inline(cls, data: object) -> object:
+        if isinstance(data, str):
+            raise ValueError(
+                "secrets are never written in the YAML: use {file: /path/to/file} or "
+                "{credential: NAME} (a systemd LoadCredential= name)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.file is None) == (self.credential is None):
+            raise ValueError("give exactly one of file or credential")
+        return self
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file else f"credential {self.credential}"
+
+
+SourceConfig = Annotated[ModbusTcpConfig | ModbusRtuConfig, Field(discriminator="type")]
+
+
+class MachineConfig(_Strict):
+    """A machine: its ISA-95 place and the rules that turn its signals into events."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Machine id, unique in this gateway.")
+    area: str = Field(default="area", pattern=NAME_PATTERN, description="ISA-95 area.")
+    line: str = Field(default="line", pattern=NAME_PATTERN, description="ISA-95 line.")
+    state: StateRuleConfig | None = None
+    counters: list[CounterRuleConfig] = Field(default_factory=list)
+    alarms: list[AlarmRuleConfig] = Field(default_factory=list)
+    samples: list[SampleRuleConfig] = Field(default_factory=list)
+
+
+class EventType(enum.StrEnum):
+    MACHINE_STATE = "machine.state"
+    PRODUCTION_COUNT = "production.count"
+    ALARM = "alarm"
+    SAMPLE = "sample"
+
+
+class HttpAuth(enum.StrEnum):
+    NONE = "none"
+    BEARER = "bearer"
+    HMAC = "hmac"
+
+
+class RetryConfig(_Strict):
+    initial: Duration = Field(default=1.0, gt=0, description="First wait after a failure.")
+    max: Duration = Field(default=300.0, gt=0, description="Longest wait between attempts.")
+
+
+class _DestinationCommon(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique destination name.")
+    event_types: list[EventType] = Field(
+        default_factory=lambda: list(EventType),
+        description="Event types sent here. Default: all.",
+    )
+    machines: list[str] | None = Field(
+        default=None, description="Machines whose events are sent here. Default: all."
+    )
+    batch_size: int = Field(default=500, ge=1, le=10000, description="Events per request.")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+
+class HttpDestinationConfig(_DestinationCommon):
+    """HTTP middleware: batches of CloudEvents in one POST."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://", description="Endpoint receiving the POSTs.")
+    auth: HttpAuth = Field(default=HttpAuth.NONE, description="none | bearer | hmac.")
+    token: Secret | None = Field(
+        default=None, description="Bearer token or HMAC key (auth bearer or hmac)."
+    )
+    timeout: Duration = Field(default=30.0, gt=0, description="Whole-request timeout.")
+    ca_file: Path | None = Field(default=None, description="CA bundle to verify the server.")
+
+    @model_validator(mode="after")
+    def _token_when_auth(self) -> Self:
+        if self.auth is not HttpAuth.NONE and self.token is None:
+            raise ValueError(f"auth {self.auth.value} needs token: {{file: ...}}")
+        return self
+
+
+DestinationConfig = Annotated[HttpDestinationConfig, Field(discriminator="type")]
+
+
+class SynchronousMode(enum.StrEnum):
+    FULL = "full"  # survives a power cut
+    NORMAL = "normal"  # survives a process crash, may lose the last commits on a power cut
+
+
+class BufferConfig(_Strict):
+    path: Path = Field(
+        default=Path("buffer.db"), description="SQLite file; relative to agent.state_dir."
+    )
+    synchronous: SynchronousMode = Field(
+        default=SynchronousMode.FULL, description="full (power-cut safe) | normal (faster)."
+    )
+    commit_window: Duration = Field(
+        default=0.02, ge=0, description="Longest wait to group events into one commit."
+    )
+    max_size: Size = Field(default=1024**3, gt=0, description="Disk the buffer may use.")
+    retention: Duration = Field(default=7 * 86400.0, gt=0, description="Keep delivered events.")
+
+
+class HealthConfig(_Strict):
+    enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
+    host: str = Field(default="127.0.0.1", description="Listen address (loopback by default).")
+    port: int = Field(default=8410, ge=0, le=65535, description="Listen port (0: any free).")
+
+
+class FloorgateConfig(BaseSettings):
+    """The root of config.yaml."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    agent: AgentSection = Field(default_factory=AgentSection)
+    sources: list[SourceConfig] = Field(min_length=1)
+    machines: list[MachineConfig] = Field(min_length=1)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @property
+    def buffer_path(self) -> Path:
+        return self.agent.state_dir / self.buffer.path

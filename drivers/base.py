@@ -1,0 +1,101 @@
+"""What every driver shares: the Sample it produces, its health, and its protocol.
+
+A driver reads one connection (a Modbus TCP device, a serial bus, an OPC UA server)
+and hands batches of Samples to a sink. It knows nothing of events, the buffer or
+destinations, and it never writes to a machine.
+
+Error kinds (library exceptions are translated into these inside the driver module
+that uses the library; nobody else sees a pymodbus or asyncua exception):
+
+- ``NotConnected``: the peer cannot be reached now; the driver reconnects with backoff.
+- ``DriverError``: base class, carries a message meant for a person.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+Value = bool | int | float | str | None
+
+
+class Quality(enum.StrEnum):
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+@dataclass(slots=True, frozen=True)
+class Sample:
+    """One reading of one signal.
+
+    ``source_time`` is timezone-aware UTC: the OPC UA SourceTimestamp, or the poll
+    time for Modbus. A bad-quality sample carries ``value=None`` and an ``error``.
+    """
+
+    signal: str
+    value: Value
+    quality: Quality
+    source_time: datetime
+    error: str | None = None
+
+
+SampleSink = Callable[[Sequence[Sample]], Awaitable[None]]
+"""Where a driver puts each batch (one poll, or one burst of notifications).
+
+Awaiting it applies back-pressure: the queue behind it is bounded."""
+
+
+class DriverError(Exception):
+    """A driver problem, with a message meant for a plant engineer."""
+
+
+class NotConnected(DriverError):
+    """The device or server cannot be reached; reconnect with backoff."""
+
+
+class ConnectionState(enum.StrEnum):
+    STARTING = "starting"
+    CONNECTED = "connected"
+    DEGRADED = "degraded"  # connected, but some devices or signals fail
+    DISCONNECTED = "disconnected"
+
+
+@dataclass
+class SourceHealth:
+    """What health and metrics show about one source. Updated by the driver only."""
+
+    name: str
+    state: ConnectionState = ConnectionState.STARTING
+    since: float = field(default_factory=time.time)
+    last_data_time: float | None = None  # wall clock of the last good read
+    last_error: str | None = None
+    reconnects: int = 0
+    reads: int = 0  # requests / notifications handled
+    read_errors: int = 0
+    bad_signals: dict[str, str] = field(default_factory=dict)  # signal -> why
+
+    def set_state(self, state: ConnectionState, error: str | None = None) -> bool:
+        """Change state; return True when it really changed (so it is logged once)."""
+        if error is not None:
+            self.last_error = error
+        if state is self.state:
+            return False
+        self.state = state
+        self.since = time.time()
+        return True
+
+
+class Driver(Protocol):
+    """One connection's reader. ``run`` loops until cancelled, reconnecting itself."""
+
+    name: str
+    health: SourceHealth
+
+    def signal_names(self) -> Sequence[str]: ...
+
+    async def run(self, sink: SampleSink) -> None: ...
