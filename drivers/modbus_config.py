@@ -53,7 +53,9 @@ class ModbusSignalConfig(_Strict):
     )
     scale: float = Field(default=1.0, description="value = raw * scale + offset.")
     offset: float = Field(default=0.0, description="value = raw * scale + offset.")
-    unit: str | None = Field(default=None, description="Engineering unit shown with samples.")
+    unit_of_measurement: str | None = Field(
+        default=None, description="Engineering unit shown with samples (e.g. degC, bar)."
+    )
     device_address: int | None = Field(
         default=None,
         ge=0,

@@ -1,0 +1,88 @@
+"""What `floorgate check-config` prints: what will be read from which device, sent where."""
+
+from __future__ import annotations
+
+from agent.config.models import FloorgateConfig, HttpDestinationConfig
+from agent.config.rules import CounterMode
+from drivers.modbus_config import ModbusRtuConfig, ModbusTcpConfig
+from drivers.units import format_duration
+
+
+def _source_line(source: ModbusTcpConfig | ModbusRtuConfig) -> str:
+    if isinstance(source, ModbusTcpConfig):
+        where = f"modbus_tcp {source.host}:{source.port}"
+    else:
+        where = f"modbus_rtu {source.port} {source.baudrate} {source.bytesize}{source.parity.letter}{source.stopbits}"
+    units = sorted({source.unit_of(s) for s in source.signals})
+    return (
+        f"  {source.name}: {where}, unit id {', '.join(map(str, units))}, every "
+        f"{format_duration(source.scan_interval)}, {len(source.signals)} signals"
+        + _requests(source)
+    )
+
+
+def _requests(source: ModbusTcpConfig | ModbusRtuConfig) -> str:
+    try:
+        from drivers.modbus import plan_blocks
+    except ImportError:  # pragma: no cover - the driver module always ships
+        return ""
+    return f" in {len(plan_blocks(source))} read requests per poll"
+
+
+def _machine_lines(config: FloorgateConfig) -> list[str]:
+    lines = []
+    for machine in config.machines:
+        lines.append(f"  {machine.name}  (/{config.agent.site}/{machine.area}/{machine.line}/{machine.name})")
+        if machine.state:
+            reason = f", reason from {machine.state.reason_signal}" if machine.state.reason_signal else ""
+            lines.append(f"    state      <- {machine.state.signal}{reason}")
+        for counter in machine.counters:
+            how = "rising edges of" if counter.mode is CounterMode.EDGE else "counter"
+            lines.append(
+                f"    {counter.kind.value:<10} <- {how} {counter.signal}, reported every "
+                f"{format_duration(counter.report_every)}"
+            )
+        for alarm in machine.alarms:
+            limits = []
+            if alarm.high is not None:
+                limits.append(f"> {alarm.high}")
+            if alarm.low is not None:
+                limits.append(f"< {alarm.low}")
+            lines.append(
+                f"    alarm {alarm.name} <- {alarm.signal} {' or '.join(limits) or 'is true'} ({alarm.severity.value})"
+            )
+        for sample in machine.samples:
+            triggers = []
+            if sample.deadband is not None:
+                triggers.append(f"change > {sample.deadband}")
+            if sample.interval is not None:
+                triggers.append(f"every {format_duration(sample.interval)}")
+            lines.append(f"    sample     <- {sample.signal} on {' or '.join(triggers)}")
+    return lines
+
+
+def _destination_line(destination: HttpDestinationConfig) -> str:
+    types = ", ".join(t.value for t in destination.event_types)
+    machines = ", ".join(destination.machines) if destination.machines else "all machines"
+    return (
+        f"  {destination.name}: POST {destination.url} (auth {destination.auth.value}), "
+        f"batches of {destination.batch_size}; {types}; {machines}"
+    )
+
+
+def describe_config(config: FloorgateConfig) -> str:
+    lines = [
+        f"agent {config.agent.id} at site {config.agent.site}",
+        f"buffer {config.buffer_path} (synchronous {config.buffer.synchronous.value})",
+        "",
+        "reads from:",
+    ]
+    lines += [_source_line(s) for s in config.sources]
+    lines += ["", "machines:"] + _machine_lines(config)
+    lines += ["", "sends to:"]
+    lines += [_destination_line(d) for d in config.destinations] or ["  (no destination: events are only buffered)"]
+    health = (
+        f"http://{config.health.host}:{config.health.port}/readyz" if config.health.enabled else "disabled"
+    )
+    lines += ["", f"health: {health}"]
+    return "\n".join(lines)

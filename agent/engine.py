@@ -1,0 +1,210 @@
+"""The rule engine: batches of samples in, validated events committed to the buffer.
+
+Events and the rule state that produced them are committed in one transaction, so a
+crash at any moment leaves the rules exactly where their last committed events left
+them. While a commit fails (disk full), the engine keeps what it made in memory,
+retries, and stops taking samples: drivers then wait on the bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agent.config.models import EventType, FloorgateConfig
+from agent.config.xref import signal_catalog
+from agent.events import Event, format_sequence, utcnow, uuid7
+from agent.routing import Router
+from agent.rules import build_rules
+from agent.rules.base import Draft, Rule
+from buffer.rows import EventRow
+from buffer.sqlite import BufferError, SqliteBuffer
+from drivers.base import Sample
+
+log = logging.getLogger("floorgate.engine")
+
+SEQUENCE_KEY = "engine/sequence"
+TICK_SECONDS = 1.0
+MAX_BATCHES_PER_COMMIT = 200
+
+
+@dataclass
+class EngineHealth:
+    running: bool = False
+    samples: int = 0
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    last_commit: float | None = None
+    commit_failing_since: float | None = None
+    last_error: str | None = None
+    pending_events: int = 0  # made but not yet committed (only while commits fail)
+    dropped_invalid: int = 0
+
+
+class RuleEngine:
+    def __init__(
+        self,
+        config: FloorgateConfig,
+        buffer: SqliteBuffer,
+        *,
+        on_commit: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = utcnow,
+        queue_size: int = 1000,
+    ) -> None:
+        self.config = config
+        self.buffer = buffer
+        self.queue: asyncio.Queue[Sequence[Sample]] = asyncio.Queue(maxsize=queue_size)
+        self.health = EngineHealth()
+        self._on_commit = on_commit
+        self._clock = clock
+        self._router = Router(config.destinations)
+        self._sources: dict[str, str] = {
+            m.name: f"/{config.agent.site}/{m.area}/{m.line}/{m.name}" for m in config.machines
+        }
+        catalog = signal_catalog(config)
+        self.rules: list[Rule] = []
+        for machine in config.machines:
+            self.rules += build_rules(
+                machine,
+                {name: info.data_type for name, info in catalog.items()},
+                {name: info.unit for name, info in catalog.items()},
+            )
+        self._by_signal: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            for signal in rule.signals:
+                self._by_signal.setdefault(signal, []).append(rule)
+        self._sequence = 0
+        self._rows: list[EventRow] = []
+        self._state: dict[str, str] = {}
+
+    async def sink(self, samples: Sequence[Sample]) -> None:
+        """Given to drivers; waits when the engine is behind (bounded memory)."""
+        await self.queue.put(samples)
+
+    async def restore(self) -> None:
+        states = await self.buffer.load_state()
+        self._sequence = int(states.get(SEQUENCE_KEY, "0"))
+        restored = 0
+        for rule in self.rules:
+            if rule.key in states:
+                rule.restore(json.loads(states[rule.key]))
+                restored += 1
+        log.info("rule state restored rules=%d restored=%d sequence=%d", len(self.rules), restored, self._sequence)
+
+    async def run(self) -> None:
+        self.health.running = True
+        next_tick = time.monotonic() + TICK_SECONDS
+        try:
+            while True:
+                timeout = max(0.0, next_tick - time.monotonic())
+                batches = await self._take(timeout)
+                for batch in batches:
+                    self._process(batch)
+                if time.monotonic() >= next_tick:
+                    next_tick += TICK_SECONDS * max(1, int((time.monotonic() - next_tick) // TICK_SECONDS) + 1)
+                    self._tick()
+                await self._commit()
+        finally:
+            self.health.running = False
+
+    async def stop(self) -> None:
+        """Process what is queued, report partial windows, commit. Called after drivers stop."""
+        while not self.queue.empty():
+            self._process(self.queue.get_nowait())
+        now = self._clock()
+        for rule in self.rules:
+            self._emit(rule, rule.flush(now))
+        await self._commit(final=True)
+
+    async def _take(self, timeout: float) -> list[Sequence[Sample]]:
+        if self._rows:  # a failed commit is pending: retry it before taking more
+            return []
+        batches: list[Sequence[Sample]] = []
+        with contextlib.suppress(TimeoutError):
+            batches.append(await asyncio.wait_for(self.queue.get(), timeout))
+        while batches and not self.queue.empty() and len(batches) < MAX_BATCHES_PER_COMMIT:
+            batches.append(self.queue.get_nowait())
+        return batches
+
+    def _process(self, batch: Sequence[Sample]) -> None:
+        self.health.samples += len(batch)
+        by_signal = {sample.signal: sample for sample in batch}
+        touched: dict[int, Rule] = {}
+        for signal in by_signal:
+            for rule in self._by_signal.get(signal, ()):
+                touched[id(rule)] = rule
+        now = self._clock()
+        for rule in touched.values():
+            self._emit(rule, rule.on_samples(by_signal, now))
+
+    def _tick(self) -> None:
+        now = self._clock()
+        for rule in self.rules:
+            self._emit(rule, rule.on_tick(now))
+
+    def _emit(self, rule: Rule, drafts: Sequence[Draft]) -> None:
+        for draft in drafts:
+            row = self._to_row(rule, draft)
+            if row is not None:
+                self._rows.append(row)
+        if rule.dirty:
+            self._state[rule.key] = json.dumps(rule.snapshot())
+
+    def _to_row(self, rule: Rule, draft: Draft) -> EventRow | None:
+        self._sequence += 1
+        try:
+            event = Event(
+                id=uuid7(),
+                source=self._sources[rule.machine],
+                type=draft.type,
+                time=draft.time,
+                sequence=format_sequence(self._sequence),
+                agentid=self.config.agent.id,
+                data=draft.data,
+            )
+        except ValueError as exc:  # a rule bug must not stop the line: count it and say so
+            self.health.dropped_invalid += 1
+            log.error("invalid event dropped rule=%s type=%s error=%s", rule.key, draft.type, exc)
+            return None
+        self.health.events_by_type[event.type.value] = self.health.events_by_type.get(event.type.value, 0) + 1
+        return EventRow(
+            id=event.id,
+            type=event.type.value,
+            key=rule.machine,
+            time=event.time.isoformat(),
+            payload=event.to_json(),
+            destinations=self._router.route(EventType(event.type), rule.machine),
+        )
+
+    async def _commit(self, final: bool = False) -> None:
+        if not self._rows and not self._state:
+            return
+        self._state[SEQUENCE_KEY] = str(self._sequence)
+        self.health.pending_events = len(self._rows)
+        try:
+            await self.buffer.append(self._rows, self._state)
+        except BufferError as exc:
+            self._commit_failed(str(exc))
+            if not final:
+                await asyncio.sleep(1.0)
+            return
+        if self.health.commit_failing_since is not None:
+            log.info("buffer writable again pending=%d", len(self._rows))
+        self.health.commit_failing_since = None
+        self.health.last_commit = time.time()
+        self.health.pending_events = 0
+        self._rows = []
+        self._state = {}
+        self._on_commit()
+
+    def _commit_failed(self, error: str) -> None:
+        if self.health.commit_failing_since is None:
+            self.health.commit_failing_since = time.time()
+            log.error("buffer commit failed; holding events in memory error=%s pending=%d", error, len(self._rows))
+        self.health.last_error = error
+

@@ -1,0 +1,194 @@
+"""The one delivery loop every destination shares: claim → send → ack / retry / dead-letter.
+
+Order is kept per destination: a batch that fails transiently is retried from the head
+of the queue (same events, same ids) after a backoff that honours the destination's
+Retry-After. A rejected batch is split in halves until the poison event is alone; that
+event is dead-lettered with the reason and the events behind it flow on. A fatal error
+(bad credentials) stops this destination — logged once, health failing — and it is
+tried again only after a long pause or a config reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from agent.config.models import RetryConfig
+from agent.forwarders.base import Fatal, Forwarder, NotConnected, Rejected, Transient
+from agent.status import DestinationHealth, DestinationState
+from buffer.rows import ClaimedEvent
+from buffer.sqlite import SqliteBuffer
+
+log = logging.getLogger("floorgate.forwarders")
+
+RETRYABLE = (NotConnected, Transient)
+FATAL_PAUSE_SECONDS = 600.0
+IDLE_POLL_SECONDS = 1.0
+
+
+class RetryAfterOrBackoff:
+    """tenacity wait: the destination's Retry-After when it gave one, else exponential
+    backoff with jitter between ``initial`` and ``maximum``."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, Transient) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff(state))
+
+
+@dataclass
+class DeliverySettings:
+    batch_size: int
+    retry: RetryConfig
+    fatal_pause: float = FATAL_PAUSE_SECONDS
+
+
+class DeliveryLoop:
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        buffer: SqliteBuffer,
+        settings: DeliverySettings,
+        health: DestinationHealth,
+        wake: asyncio.Event,
+    ) -> None:
+        self.forwarder = forwarder
+        self.buffer = buffer
+        self.settings = settings
+        self.health = health
+        self._wake = wake
+        self._connected = False
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._deliver_until_idle()
+                except Fatal as exc:
+                    await self._pause_after_fatal(exc)
+                    continue
+                await self._wait_for_events()
+        finally:
+            await self._disconnect()
+
+    async def _deliver_until_idle(self) -> None:
+        """Retry (with backoff) until the queue is empty; raises Fatal."""
+        while True:
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(RETRYABLE),
+                wait=RetryAfterOrBackoff(self.settings.retry.initial, self.settings.retry.max),
+                stop=stop_never,
+                before_sleep=self._before_retry,
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    progressed = await self._cycle()
+            if not progressed:
+                return
+
+    async def _cycle(self) -> bool:
+        """One claim → send round. Returns False when nothing was pending."""
+        if not self._connected:
+            await self.forwarder.connect()
+            self._connected = True
+            self.health.set_state(DestinationState.CONNECTED)
+        batch = await self.buffer.claim(self.forwarder.name, self.settings.batch_size)
+        if not batch:
+            self.health.set_state(DestinationState.CONNECTED)
+            return False
+        await self._send(batch)
+        return True
+
+    async def _send(self, batch: Sequence[ClaimedEvent]) -> None:
+        try:
+            result = await self.forwarder.send(batch)
+        except Rejected as exc:
+            if len(batch) == 1:
+                await self._dead_letter({batch[0].seq: str(exc)}, batch)
+                return
+            # Find the poison event: halves in order, so per-machine order holds.
+            middle = len(batch) // 2
+            await self._send(batch[:middle])
+            await self._send(batch[middle:])
+            return
+        except RETRYABLE as exc:
+            await self.buffer.record_failure(self.forwarder.name, [e.seq for e in batch], str(exc))
+            if isinstance(exc, NotConnected):
+                await self._disconnect()
+            raise
+        if result.delivered:
+            await self.buffer.ack(self.forwarder.name, result.delivered)
+            self.health.delivered += len(result.delivered)
+            self.health.last_success = time.time()
+        if result.rejected:
+            await self._dead_letter(result.rejected, batch)
+        left = [e.seq for e in batch if e.seq not in result.rejected and e.seq not in set(result.delivered)]
+        if left:
+            await self.buffer.record_failure(self.forwarder.name, left, "not confirmed by the destination")
+            raise Transient(f"{len(left)} events of the batch were not confirmed")
+        self.health.set_state(DestinationState.CONNECTED)
+
+    async def _dead_letter(self, reasons: dict[int, str], batch: Sequence[ClaimedEvent]) -> None:
+        await self.buffer.dead_letter(self.forwarder.name, reasons)
+        self.health.dead += len(reasons)
+        ids = {e.seq: e.id for e in batch}
+        for seq, reason in reasons.items():
+            log.warning(
+                "event dead-lettered destination=%s event=%s reason=%r next=continue-with-the-rest",
+                self.forwarder.name,
+                ids.get(seq, seq),
+                reason,
+            )
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        kind = DestinationState.DISCONNECTED if isinstance(exc, NotConnected) else DestinationState.RETRYING
+        if self.health.set_state(kind, str(exc)) or state.attempt_number in (1, 10, 100):
+            log.warning(
+                "destination unavailable destination=%s error=%r attempt=%d next=retry-in-%.1fs",
+                self.forwarder.name,
+                str(exc),
+                state.attempt_number,
+                wait,
+            )
+        self.health.next_retry_at = time.time() + wait
+
+    async def _pause_after_fatal(self, exc: Fatal) -> None:
+        await self._disconnect()
+        if self.health.set_state(DestinationState.FAILING, str(exc)):
+            log.error(
+                "destination stopped destination=%s error=%r next=retry-in-%ds-or-on-reload",
+                self.forwarder.name,
+                str(exc),
+                int(self.settings.fatal_pause),
+            )
+        await asyncio.sleep(self.settings.fatal_pause)
+
+    async def _wait_for_events(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    async def _disconnect(self) -> None:
+        if self._connected:
+            self._connected = False
+            with contextlib.suppress(Exception):
+                await self.forwarder.close()
