@@ -176,6 +176,9 @@ class HealthConfig(_Strict):
     port: int = Field(default=8410, ge=0, le=65535, description="Listen port (0: any free).")
 
 
+_SECTIONS = {"agent", "buffer", "health", "destinations"}
+
+
 class FloorgateConfig(BaseSettings):
     """The root of config.yaml."""
 
@@ -187,6 +190,14 @@ class FloorgateConfig(BaseSettings):
     destinations: list[DestinationConfig] = Field(default_factory=list)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_mean_defaults(cls, data: object) -> object:
+        # A section whose keys are all commented out reads as null: use its defaults.
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if not (value is None and key in _SECTIONS)}
+        return data
 
     @property
     def buffer_path(self) -> Path:

@@ -161,6 +161,10 @@ class EventReceiver:
         body = text or f"planned failure {status}"
         self._plan.append(_PlannedFailure(status, times, header, body))
 
+    def stop_failing(self) -> None:
+        """Drop the planned failures that are left: answer normally from now on."""
+        self._plan.clear()
+
     def reject_ids(self, ids: Iterable[str], status: int = 400) -> None:
         """Refuse, with ``status``, any batch holding one of these event ids."""
         for event_id in ids:

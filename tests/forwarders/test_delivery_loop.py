@@ -1,0 +1,149 @@
+"""The shared delivery loop against a real SQLite buffer and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent.config.models import HttpDestinationConfig, RetryConfig
+from agent.forwarders.http import WebhookForwarder
+from agent.forwarders.loop import DeliveryLoop, DeliverySettings
+from agent.forwarders.receiver import EventReceiver
+from agent.status import DestinationHealth, DestinationState
+from buffer.rows import EventRow
+from buffer.sqlite import SqliteBuffer
+
+DEST = "mw"
+
+
+def event_row(n: int, machine: str) -> EventRow:
+    event_id = f"00000000-0000-7000-8000-{n:012d}"
+    payload = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": f"/plant/a/l/{machine}",
+        "type": "sample",
+        "time": "2026-11-22T08:00:00Z",
+        "sequence": f"{n:020d}",
+        "agentid": "gw",
+        "data": {"machine": machine, "signal": "t", "value": n, "quality": "good"},
+    }
+    return EventRow(event_id, "sample", machine, payload["time"], orjson.dumps(payload), (DEST,))
+
+
+@pytest.fixture
+async def buffer(tmp_path: Path) -> AsyncIterator[SqliteBuffer]:
+    buf = await SqliteBuffer.open(tmp_path / "buffer.db", commit_window=0.0)
+    yield buf
+    await buf.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[EventReceiver]:
+    async with EventReceiver() as rec:
+        yield rec
+
+
+async def deliver(
+    buffer: SqliteBuffer, receiver: EventReceiver, *, count: int, batch_size: int = 10
+) -> DestinationHealth:
+    config = HttpDestinationConfig.model_validate(
+        {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": batch_size}
+    )
+    health = DestinationHealth(name=DEST, type="http")
+    loop = DeliveryLoop(
+        WebhookForwarder(config),
+        buffer,
+        DeliverySettings(batch_size=batch_size, retry=RetryConfig(initial="10ms", max="50ms")),
+        health,
+        asyncio.Event(),
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                if task.done():  # a crashed loop fails the test with its own error
+                    task.result()
+                stats = await buffer.stats()
+                dest = stats.destinations[DEST]
+                if dest.pending == 0 and dest.delivered + dest.dead >= count:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return health
+
+
+def sequences_by_machine(receiver: EventReceiver) -> dict[str, list[int]]:
+    result: dict[str, list[int]] = {}
+    for event in receiver.events:
+        result.setdefault(event["data"]["machine"], []).append(int(event["sequence"]))
+    return result
+
+
+async def test_503_for_a_while_then_everything_arrives_in_order(
+    buffer: SqliteBuffer, receiver: EventReceiver
+) -> None:
+    await buffer.append([event_row(n, f"m{n % 3}") for n in range(1, 101)])
+    receiver.fail_next(503, times=4)
+    await deliver(buffer, receiver, count=100)
+    assert len(receiver.events) == 100
+    assert receiver.conflicts == 0
+    for machine, seqs in sequences_by_machine(receiver).items():
+        assert seqs == sorted(seqs), f"{machine} out of order"
+    assert [r.status for r in receiver.requests[:4]] == [503] * 4
+
+
+async def test_one_rejected_event_is_dead_lettered_and_the_rest_flow(
+    buffer: SqliteBuffer, receiver: EventReceiver
+) -> None:
+    rows = [event_row(n, "m1") for n in range(1, 51)]
+    await buffer.append(rows)
+    receiver.reject_ids({rows[16].id}, status=400)
+    health = await deliver(buffer, receiver, count=50)
+    received = set(receiver.ids)
+    assert rows[16].id not in received
+    assert received == {r.id for r in rows} - {rows[16].id}
+    dead = await buffer.dead_letters(DEST)
+    assert [d.id for d in dead] == [rows[16].id]
+    assert "HTTP 400" in dead[0].reason
+    assert health.dead == 1
+    seqs = sequences_by_machine(receiver)["m1"]
+    assert seqs == sorted(seqs)
+
+
+async def test_bad_credentials_stop_the_destination_without_a_retry_storm(
+    buffer: SqliteBuffer, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("wrong\n")
+    async with EventReceiver(token="right") as rec:
+        config = HttpDestinationConfig.model_validate(
+            {"name": DEST, "type": "http", "url": rec.url, "auth": "bearer", "token": {"file": str(token)}}
+        )
+        await buffer.append([event_row(n, "m1") for n in range(1, 6)])
+        health = DestinationHealth(name=DEST, type="http")
+        loop = DeliveryLoop(
+            WebhookForwarder(config),
+            buffer,
+            DeliverySettings(batch_size=10, retry=RetryConfig(initial="10ms", max="50ms"), fatal_pause=3600),
+            health,
+            asyncio.Event(),
+        )
+        task = asyncio.create_task(loop.run())
+        async with asyncio.timeout(10):
+            while health.state is not DestinationState.FAILING:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # room for a storm, if there were one
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert len(rec.requests) == 1
+        assert "401" in (health.last_error or "")
+        stats = await buffer.stats()
+        assert stats.destinations[DEST].pending == 5  # nothing lost, nothing dead-lettered
+        assert stats.destinations[DEST].dead == 0
