@@ -61,7 +61,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from drivers.simulator import SimulatedLine, serve_modbus_tcp
 
     setup_logging("info")
-    print(f"simulated line (seed {args.seed}) serving Modbus TCP on {args.host}:{args.port}; Ctrl-C stops")
+    print(
+        f"simulated line (seed {args.seed}) serving Modbus TCP on {args.host}:{args.port};"
+        " Ctrl-C stops"
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_modbus_tcp(SimulatedLine(seed=args.seed), host=args.host, port=args.port))
     return 0
@@ -89,15 +92,21 @@ def _example_config() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="floorgate", description="Edge gateway agent for the plant floor.")
+    parser = argparse.ArgumentParser(
+        prog="floorgate", description="Edge gateway agent for the plant floor."
+    )
     parser.add_argument("--version", action="version", version=f"floorgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent (the systemd service runs this)")
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    run.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}"
+    )
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a config and show what the agent would do")
+    check = sub.add_parser(
+        "check-config", help="validate a config and show what the agent would do"
+    )
     check.add_argument("config", type=Path)
     check.set_defaults(func=cmd_check_config)
 

@@ -41,15 +41,16 @@ def _machines_view(receiver: EventReceiver, config: FloorgateConfig) -> list[str
             bucket = good if data["kind"] == "good" else scrap
             bucket[machine] = bucket.get(machine, 0) + int(data["quantity"])
         elif event["type"] == "alarm":
-            active = alarms.setdefault(machine, set())
-            (active.add if data["active"] else active.discard)(data["alarm"])
+            raised = alarms.setdefault(machine, set())
+            (raised.add if data["active"] else raised.discard)(data["alarm"])
     lines = [f"  {'machine':<10} {'state':<30} {'since':<9} {'good':>7} {'scrap':>6}  alarms"]
     for machine in config.machines:
         name = machine.name
         current, since = state.get(name, ("-", "-"))
         active = ", ".join(sorted(alarms.get(name, set()))) or "-"
         lines.append(
-            f"  {name:<10} {current:<30} {since:<9} {good.get(name, 0):>7} {scrap.get(name, 0):>6}  {active}"
+            f"  {name:<10} {current:<30} {since:<9}"
+            f" {good.get(name, 0):>7} {scrap.get(name, 0):>6}  {active}"
         )
     return lines
 
@@ -64,12 +65,16 @@ def _render(agent: Agent, receiver: EventReceiver, config: FloorgateConfig) -> s
         "received by the middleware (from the events the agent delivered):",
         *_machines_view(receiver, config),
         "",
-        f"sources:      " + "  ".join(f"{n} {s['state']}" for n, s in report["sources"].items()),
-        f"events made:  " + "  ".join(f"{t} {c}" for t, c in sorted(report["engine"]["events"].items())),
+        "sources:      " + "  ".join(f"{n} {s['state']}" for n, s in report["sources"].items()),
+        "events made:  "
+        + "  ".join(f"{t} {c}" for t, c in sorted(report["engine"]["events"].items())),
         f"buffer:       {buffer['events']} stored, {buffer['pending']} pending, "
         f"{buffer['dead_letters']} dead letters ({config.buffer_path})",
         "destinations: "
-        + "  ".join(f"{n} {d['state']} delivered {d['delivered']}" for n, d in report["destinations"].items()),
+        + "  ".join(
+            f"{n} {d['state']} delivered {d['delivered']}"
+            for n, d in report["destinations"].items()
+        ),
         f"receiver:     {len(receiver.events)} events, {receiver.duplicates} repeats",
     ]
     if report["reasons"]:
@@ -115,7 +120,8 @@ async def run_demo(config_path: Path, *, state_dir: Path, seed: int = 1) -> None
             view = _render(agent, receiver, config)
             print(("\x1b[2J\x1b[H" if interactive else "\n") + view, flush=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
+                async with asyncio.timeout(REFRESH_SECONDS):
+                    await stop.wait()
         print("\nstopping: committing what is in memory, closing connections ...", flush=True)
         started = time.monotonic()
     print(f"stopped cleanly in {time.monotonic() - started:.1f}s", flush=True)

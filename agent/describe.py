@@ -12,7 +12,8 @@ def _source_line(source: ModbusTcpConfig | ModbusRtuConfig) -> str:
     if isinstance(source, ModbusTcpConfig):
         where = f"modbus_tcp {source.host}:{source.port}"
     else:
-        where = f"modbus_rtu {source.port} {source.baudrate} {source.bytesize}{source.parity.letter}{source.stopbits}"
+        framing = f"{source.bytesize}{source.parity.letter}{source.stopbits}"
+        where = f"modbus_rtu {source.port} {source.baudrate} {framing}"
     units = sorted({source.unit_of(s) for s in source.signals})
     return (
         f"  {source.name}: {where}, unit id {', '.join(map(str, units))}, every "
@@ -32,9 +33,15 @@ def _requests(source: ModbusTcpConfig | ModbusRtuConfig) -> str:
 def _machine_lines(config: FloorgateConfig) -> list[str]:
     lines = []
     for machine in config.machines:
-        lines.append(f"  {machine.name}  (/{config.agent.site}/{machine.area}/{machine.line}/{machine.name})")
+        lines.append(
+            f"  {machine.name}  (/{config.agent.site}/{machine.area}/{machine.line}/{machine.name})"
+        )
         if machine.state:
-            reason = f", reason from {machine.state.reason_signal}" if machine.state.reason_signal else ""
+            reason = (
+                f", reason from {machine.state.reason_signal}"
+                if machine.state.reason_signal
+                else ""
+            )
             lines.append(f"    state      <- {machine.state.signal}{reason}")
         for counter in machine.counters:
             how = "rising edges of" if counter.mode is CounterMode.EDGE else "counter"
@@ -49,7 +56,8 @@ def _machine_lines(config: FloorgateConfig) -> list[str]:
             if alarm.low is not None:
                 limits.append(f"< {alarm.low}")
             lines.append(
-                f"    alarm {alarm.name} <- {alarm.signal} {' or '.join(limits) or 'is true'} ({alarm.severity.value})"
+                f"    alarm {alarm.name} <- {alarm.signal} {' or '.join(limits) or 'is true'}"
+                f" ({alarm.severity.value})"
             )
         for sample in machine.samples:
             triggers = []
@@ -78,11 +86,15 @@ def describe_config(config: FloorgateConfig) -> str:
         "reads from:",
     ]
     lines += [_source_line(s) for s in config.sources]
-    lines += ["", "machines:"] + _machine_lines(config)
+    lines += ["", "machines:", *_machine_lines(config)]
     lines += ["", "sends to:"]
-    lines += [_destination_line(d) for d in config.destinations] or ["  (no destination: events are only buffered)"]
+    lines += [_destination_line(d) for d in config.destinations] or [
+        "  (no destination: events are only buffered)"
+    ]
     health = (
-        f"http://{config.health.host}:{config.health.port}/readyz" if config.health.enabled else "disabled"
+        f"http://{config.health.host}:{config.health.port}/readyz"
+        if config.health.enabled
+        else "disabled"
     )
     lines += ["", f"health: {health}"]
     return "\n".join(lines)

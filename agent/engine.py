@@ -62,6 +62,7 @@ class RuleEngine:
         self.health = EngineHealth()
         self._on_commit = on_commit
         self._clock = clock
+        self._stopping = False
         self._router = Router(config.destinations)
         self._sources: dict[str, str] = {
             m.name: f"/{config.agent.site}/{m.area}/{m.line}/{m.name}" for m in config.machines
@@ -94,23 +95,44 @@ class RuleEngine:
             if rule.key in states:
                 rule.restore(json.loads(states[rule.key]))
                 restored += 1
-        log.info("rule state restored rules=%d restored=%d sequence=%d", len(self.rules), restored, self._sequence)
+        log.info(
+            "rule state restored rules=%d restored=%d sequence=%d",
+            len(self.rules),
+            restored,
+            self._sequence,
+        )
 
     async def run(self) -> None:
         self.health.running = True
         next_tick = time.monotonic() + TICK_SECONDS
         try:
-            while True:
-                timeout = max(0.0, next_tick - time.monotonic())
-                batches = await self._take(timeout)
+            while not self._stopping:
+                wait = max(0.0, next_tick - time.monotonic())
+                batches = await self._take(wait)
                 for batch in batches:
                     self._process(batch)
                 if time.monotonic() >= next_tick:
-                    next_tick += TICK_SECONDS * max(1, int((time.monotonic() - next_tick) // TICK_SECONDS) + 1)
+                    next_tick += TICK_SECONDS * max(
+                        1, int((time.monotonic() - next_tick) // TICK_SECONDS) + 1
+                    )
                     self._tick()
                 await self._commit()
         finally:
             self.health.running = False
+
+    def request_stop(self) -> None:
+        """Ask run() to return after its current round.
+
+        The engine is stopped this way rather than cancelled: a cancel that lands while a
+        commit runs in the buffer's thread would leave rows that are committed but still
+        held here, and the final commit would write them twice."""
+        self._stopping = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(())  # wakes a run() that waits for samples
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def stop(self) -> None:
         """Process what is queued, report partial windows, commit. Called after drivers stop."""
@@ -121,12 +143,15 @@ class RuleEngine:
             self._emit(rule, rule.flush(now))
         await self._commit(final=True)
 
-    async def _take(self, timeout: float) -> list[Sequence[Sample]]:
+    async def _take(self, wait: float) -> list[Sequence[Sample]]:
         if self._rows:  # a failed commit is pending: retry it before taking more
             return []
         batches: list[Sequence[Sample]] = []
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+        # arrives as the item does, and a task that ignores its cancel never stops.
         with contextlib.suppress(TimeoutError):
-            batches.append(await asyncio.wait_for(self.queue.get(), timeout))
+            async with asyncio.timeout(wait):
+                batches.append(await self.queue.get())
         while batches and not self.queue.empty() and len(batches) < MAX_BATCHES_PER_COMMIT:
             batches.append(self.queue.get_nowait())
         return batches
@@ -171,7 +196,9 @@ class RuleEngine:
             self.health.dropped_invalid += 1
             log.error("invalid event dropped rule=%s type=%s error=%s", rule.key, draft.type, exc)
             return None
-        self.health.events_by_type[event.type.value] = self.health.events_by_type.get(event.type.value, 0) + 1
+        self.health.events_by_type[event.type.value] = (
+            self.health.events_by_type.get(event.type.value, 0) + 1
+        )
         return EventRow(
             id=event.id,
             type=event.type.value,
@@ -205,6 +232,9 @@ class RuleEngine:
     def _commit_failed(self, error: str) -> None:
         if self.health.commit_failing_since is None:
             self.health.commit_failing_since = time.time()
-            log.error("buffer commit failed; holding events in memory error=%s pending=%d", error, len(self._rows))
+            log.error(
+                "buffer commit failed; holding events in memory error=%s pending=%d",
+                error,
+                len(self._rows),
+            )
         self.health.last_error = error
-

@@ -43,4 +43,6 @@ class HealthServer:
         return web.json_response(report, status=200 if report["ready"] else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=render(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=render(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

@@ -33,14 +33,26 @@ class AgentCollector(Collector):
         yield from self._destinations()
 
     def _sources(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("floorgate_source_up", "1 when the source is connected", labels=["source"])
-        reads = CounterMetricFamily("floorgate_source_reads", "Requests or notifications handled", labels=["source"])
-        errors = CounterMetricFamily("floorgate_source_read_errors", "Failed reads", labels=["source"])
-        reconnects = CounterMetricFamily("floorgate_source_reconnects", "Reconnections", labels=["source"])
-        last = GaugeMetricFamily(
-            "floorgate_source_last_data_timestamp_seconds", "Wall clock of the last good read", labels=["source"]
+        up = GaugeMetricFamily(
+            "floorgate_source_up", "1 when the source is connected", labels=["source"]
         )
-        bad = GaugeMetricFamily("floorgate_source_bad_signals", "Signals currently unreadable", labels=["source"])
+        reads = CounterMetricFamily(
+            "floorgate_source_reads", "Requests or notifications handled", labels=["source"]
+        )
+        errors = CounterMetricFamily(
+            "floorgate_source_read_errors", "Failed reads", labels=["source"]
+        )
+        reconnects = CounterMetricFamily(
+            "floorgate_source_reconnects", "Reconnections", labels=["source"]
+        )
+        last = GaugeMetricFamily(
+            "floorgate_source_last_data_timestamp_seconds",
+            "Wall clock of the last good read",
+            labels=["source"],
+        )
+        bad = GaugeMetricFamily(
+            "floorgate_source_bad_signals", "Signals currently unreadable", labels=["source"]
+        )
         for driver in self.agent.drivers:
             h = driver.health
             up.add_metric([h.name], 1.0 if h.state is ConnectionState.CONNECTED else 0.0)
@@ -55,7 +67,9 @@ class AgentCollector(Collector):
         engine = self.agent.engine
         events = CounterMetricFamily("floorgate_events", "Events created, by type", labels=["type"])
         samples = CounterMetricFamily("floorgate_samples", "Samples processed by the rules")
-        memory = GaugeMetricFamily("floorgate_engine_pending_events", "Events held in memory (buffer not writable)")
+        memory = GaugeMetricFamily(
+            "floorgate_engine_pending_events", "Events held in memory (buffer not writable)"
+        )
         if engine is not None:
             for event_type, count in engine.health.events_by_type.items():
                 events.add_metric([event_type], count)
@@ -70,15 +84,27 @@ class AgentCollector(Collector):
 
     def _destinations(self) -> Iterator[Metric]:
         labels = ["destination"]
-        pending = GaugeMetricFamily("floorgate_buffer_pending", "Events waiting for this destination", labels=labels)
-        dead = GaugeMetricFamily("floorgate_buffer_dead_letters", "Dead-lettered events", labels=labels)
-        oldest = GaugeMetricFamily(
-            "floorgate_buffer_oldest_pending_age_seconds", "Age of the oldest undelivered event", labels=labels
+        pending = GaugeMetricFamily(
+            "floorgate_buffer_pending", "Events waiting for this destination", labels=labels
         )
-        up = GaugeMetricFamily("floorgate_destination_up", "1 when the destination accepts events", labels=labels)
-        delivered = CounterMetricFamily("floorgate_delivered", "Events delivered since start", labels=labels)
+        dead = GaugeMetricFamily(
+            "floorgate_buffer_dead_letters", "Dead-lettered events", labels=labels
+        )
+        oldest = GaugeMetricFamily(
+            "floorgate_buffer_oldest_pending_age_seconds",
+            "Age of the oldest undelivered event",
+            labels=labels,
+        )
+        up = GaugeMetricFamily(
+            "floorgate_destination_up", "1 when the destination accepts events", labels=labels
+        )
+        delivered = CounterMetricFamily(
+            "floorgate_delivered", "Events delivered since start", labels=labels
+        )
         last = GaugeMetricFamily(
-            "floorgate_destination_last_success_timestamp_seconds", "Wall clock of the last delivery", labels=labels
+            "floorgate_destination_last_success_timestamp_seconds",
+            "Wall clock of the last delivery",
+            labels=labels,
         )
         import time
 

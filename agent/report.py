@@ -53,7 +53,9 @@ def _destinations(agent: Agent, now: float) -> dict[str, Any]:
             "since": health.since,
             "last_error": health.last_error,
             "last_success": health.last_success,
-            "next_retry_in_s": None if health.next_retry_at is None else round(max(0.0, health.next_retry_at - now), 1),
+            "next_retry_in_s": None
+            if health.next_retry_at is None
+            else round(max(0.0, health.next_retry_at - now), 1),
             "pending": stats.pending if stats else 0,
             "dead_letters": stats.dead if stats else 0,
             "oldest_pending_age_s": _age(stats.oldest_pending_created if stats else None, now),
@@ -72,7 +74,10 @@ def health_report(agent: Agent) -> dict[str, Any]:
     reasons: list[str] = []
     failing = not buffer_ok or not agent.running or engine is None or not engine.health.running
     if not buffer_ok:
-        reasons.append("buffer not writable: " + str((engine.health.last_error if engine else None) or agent.buffer_error))
+        reasons.append(
+            "buffer not writable: "
+            + str((engine.health.last_error if engine else None) or agent.buffer_error)
+        )
     for name, dest in destinations.items():
         if dest["state"] == DestinationState.FAILING:
             failing = True
@@ -80,7 +85,10 @@ def health_report(agent: Agent) -> dict[str, Any]:
         elif dest["state"] in (DestinationState.RETRYING, DestinationState.DISCONNECTED):
             reasons.append(f"destination {name} {dest['state']}: {dest['last_error']}")
         if (dest["oldest_pending_age_s"] or 0) > STALE_AFTER:
-            reasons.append(f"destination {name}: oldest undelivered event is {dest['oldest_pending_age_s']:.0f}s old")
+            reasons.append(
+                f"destination {name}: oldest undelivered event is"
+                f" {dest['oldest_pending_age_s']:.0f}s old"
+            )
     for name, source in sources.items():
         if source["state"] != ConnectionState.CONNECTED:
             reasons.append(f"source {name} {source['state']}: {source['last_error']}")
@@ -106,7 +114,14 @@ def health_report(agent: Agent) -> dict[str, Any]:
             "pending": sum(d.pending for d in stats.destinations.values()),
             "dead_letters": sum(d.dead for d in stats.destinations.values()),
             "oldest_pending_age_s": _age(
-                min((d.oldest_pending_created for d in stats.destinations.values() if d.oldest_pending_created), default=None),
+                min(
+                    (
+                        d.oldest_pending_created
+                        for d in stats.destinations.values()
+                        if d.oldest_pending_created
+                    ),
+                    default=None,
+                ),
                 now,
             ),
             "corrupt_moved_to": str(moved) if moved else None,

@@ -9,7 +9,7 @@ that component alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -28,6 +28,9 @@ log = logging.getLogger("floorgate.runtime")
 
 STATS_INTERVAL = 2.0
 PRUNE_INTERVAL = 3600.0
+# How long stop() waits for one stage before it gives up on it; within systemd's
+# TimeoutStopSec so the unit never ends in a SIGKILL because of a stuck component.
+STOP_GRACE = 10.0
 
 
 class Agent:
@@ -64,12 +67,19 @@ class Agent:
             self._start_destination(destination)
         self.engine = RuleEngine(config, self.buffer, on_commit=self._wake_forwarders)
         await self.engine.restore()
-        self._engine_task = asyncio.create_task(supervise("engine", self.engine.run), name="engine")
+        self._engine_task = asyncio.create_task(
+            supervise(
+                "engine",
+                self.engine.run,
+                finished=lambda: self.engine is not None and self.engine.stopping,
+            ),
+            name="engine",
+        )
         for source in config.sources:
             driver = make_driver(source)
             self.drivers.append(driver)
             task = asyncio.create_task(
-                supervise(f"source:{driver.name}", lambda d=driver: d.run(self._sink())),
+                supervise(f"source:{driver.name}", functools.partial(driver.run, self._sink())),
                 name=f"source:{driver.name}",
             )
             self._driver_tasks.append(task)
@@ -78,7 +88,9 @@ class Agent:
             from agent.health import HealthServer
 
             self._health_server = HealthServer(self)
-            self.health_port = await self._health_server.start(config.health.host, config.health.port)
+            self.health_port = await self._health_server.start(
+                config.health.host, config.health.port
+            )
         self.running = True
         log.info(
             "agent started id=%s sources=%d machines=%d destinations=%d buffer=%s health=%s",
@@ -109,7 +121,9 @@ class Agent:
             wake,
         )
         self._forwarder_tasks.append(
-            asyncio.create_task(supervise(f"destination:{destination.name}", loop.run), name=destination.name)
+            asyncio.create_task(
+                supervise(f"destination:{destination.name}", loop.run), name=destination.name
+            )
         )
 
     def _wake_forwarders(self) -> None:
@@ -138,8 +152,13 @@ class Agent:
         """Stop in data-flow order, committing everything that is in memory."""
         self.running = False
         await _cancel(self._driver_tasks)
-        if self._engine_task is not None:
-            await _cancel([self._engine_task])
+        if self.engine is not None and self._engine_task is not None:
+            self.engine.request_stop()
+            _, pending = await asyncio.wait([self._engine_task], timeout=STOP_GRACE)
+            if pending:
+                log.error("engine did not finish its round within %gs; cancelling it", STOP_GRACE)
+                await _cancel([self._engine_task])
+            self._engine_task = None
         if self.engine is not None:
             await self.engine.stop()
         await _cancel(self._forwarder_tasks + self._background)
@@ -150,17 +169,31 @@ class Agent:
         log.info("agent stopped")
 
     async def run_until(self, stop: asyncio.Event) -> None:
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait, but never forever: a component that ignores its cancel is named
+    in the log and left behind so the agent still stops."""
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "component failed while stopping component=%s error=%s",
+                    task.get_name(),
+                    task.exception(),
+                )
+        for task in pending:
+            log.error(
+                "component did not stop within %gs; abandoning it component=%s",
+                STOP_GRACE,
+                task.get_name(),
+            )
     tasks.clear()

@@ -10,11 +10,20 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("floorgate.runtime")
 
 
-async def supervise(name: str, run: Callable[[], Awaitable[None]], max_pause: float = 60.0) -> None:
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    max_pause: float = 60.0,
+    finished: Callable[[], bool] = lambda: False,
+) -> None:
+    """``finished`` tells a requested return (the component was asked to stop) from one
+    that is a bug."""
     pause = 1.0
     while True:
         try:
             await run()
+            if finished():
+                return
             log.warning("component returned; restarting component=%s", name)
         except asyncio.CancelledError:
             raise

@@ -1,8 +1,29 @@
-"""Register data types and byte/word orders (implementation: see functions below)."""
+"""Register data types and byte/word orders, and the pure functions that decode them.
+
+No pymodbus here: the driver hands over plain 16-bit register values and gets Python
+values back, so every type and order is table-tested without a device.
+
+Byte order follows Home Assistant's ``swap`` words. Modbus registers are big-endian
+16-bit words, most significant word first (``none``). The chosen ``swap`` is applied
+to the register words as they arrived, then the bytes are read big-endian:
+
+- ``byte``: swap the two bytes inside each word;
+- ``word``: reverse the order of the words (no-op for a single register);
+- ``word_byte``: both.
+
+The same rule applies to every type, strings included. A value that cannot be a
+reading (NaN, infinity, undecodable text, wrong register count) raises
+:class:`CodecError`; the driver turns it into a bad-quality sample for that signal.
+"""
 
 from __future__ import annotations
 
 import enum
+import math
+import struct
+from collections.abc import Sequence
+
+from drivers.base import DriverError
 
 
 class DataType(enum.StrEnum):
@@ -44,3 +65,121 @@ REGISTER_COUNT = {
     DataType.FLOAT64: 4,
 }
 """Registers per value; strings take their configured ``length``."""
+
+
+class CodecError(DriverError):
+    """Registers that do not hold a usable value of the configured type."""
+
+
+_STRUCT = {
+    DataType.INT16: ">h",
+    DataType.UINT16: ">H",
+    DataType.INT32: ">i",
+    DataType.UINT32: ">I",
+    DataType.INT64: ">q",
+    DataType.UINT64: ">Q",
+    DataType.FLOAT32: ">f",
+    DataType.FLOAT64: ">d",
+}
+
+
+def _reorder(words: list[bytes], swap: Swap) -> list[bytes]:
+    """Apply ``swap`` to 2-byte words; the operation is its own inverse."""
+    if swap in (Swap.WORD, Swap.WORD_BYTE):
+        words = words[::-1]
+    if swap in (Swap.BYTE, Swap.WORD_BYTE):
+        words = [word[::-1] for word in words]
+    return words
+
+
+def registers_to_bytes(registers: Sequence[int], swap: Swap) -> bytes:
+    """The big-endian byte string the registers stand for, after ``swap``."""
+    words: list[bytes] = []
+    for register in registers:
+        if not 0 <= register <= 0xFFFF:
+            raise CodecError(f"register value {register} is not a 16-bit word")
+        words.append(register.to_bytes(2, "big"))
+    return b"".join(_reorder(words, swap))
+
+
+def bytes_to_registers(data: bytes, swap: Swap) -> list[int]:
+    """Inverse of :func:`registers_to_bytes` (``data`` is padded to whole words)."""
+    if len(data) % 2:
+        data += b"\x00"
+    words = [data[i : i + 2] for i in range(0, len(data), 2)]
+    return [int.from_bytes(word, "big") for word in _reorder(words, swap)]
+
+
+def _check_finite(value: float) -> float:
+    if math.isnan(value):
+        raise CodecError("not a number (NaN)")
+    if math.isinf(value):
+        raise CodecError("infinite value")
+    return value
+
+
+def _decode_string(data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(
+            f"registers are not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from None
+    return text.rstrip("\x00 ")
+
+
+def decode_registers(
+    registers: Sequence[int], data_type: DataType, swap: Swap, *, bit: int | None = None
+) -> bool | int | float | str:
+    """Decode the registers of one signal into its Python value.
+
+    ``bit`` picks one bit (0 = least significant) of a bool register; without it a
+    bool is ``register != 0``.
+    """
+    expected = REGISTER_COUNT.get(data_type)
+    if (expected is not None and len(registers) != expected) or not registers:
+        raise CodecError(f"{data_type.value} needs {expected} registers, got {len(registers)}")
+    data = registers_to_bytes(registers, swap)
+    if data_type is DataType.STRING:
+        return _decode_string(data)
+    if data_type is DataType.BOOL:
+        word = int.from_bytes(data, "big")
+        return word != 0 if bit is None else bool((word >> bit) & 1)
+    (value,) = struct.unpack(_STRUCT[data_type], data)
+    if isinstance(value, float):
+        return _check_finite(value)
+    return int(value)
+
+
+def encode_registers(
+    value: bool | int | float | str,
+    data_type: DataType,
+    swap: Swap = Swap.NONE,
+    *,
+    length: int | None = None,
+) -> list[int]:
+    """Registers that hold ``value``; the inverse of :func:`decode_registers`.
+
+    Used by the simulator and tests. Strings are padded with NULs to ``length``
+    registers (default: just long enough).
+    """
+    if data_type is DataType.STRING:
+        raw = str(value).encode("utf-8")
+        size = 2 * length if length is not None else len(raw) + len(raw) % 2
+        if len(raw) > size:
+            raise CodecError(f"string of {len(raw)} bytes does not fit in {length} registers")
+        return bytes_to_registers(raw.ljust(size, b"\x00"), swap)
+    if data_type is DataType.BOOL:
+        return [1 if value else 0]
+    try:
+        data = struct.pack(_STRUCT[data_type], value)
+    except struct.error as exc:
+        raise CodecError(f"{value!r} does not fit {data_type.value}: {exc}") from None
+    return bytes_to_registers(data, swap)
+
+
+def apply_scale(raw: int | float, scale: float, offset: float) -> int | float:
+    """``raw * scale + offset``; integers stay integers when nothing changes them."""
+    if scale == 1 and offset == 0:
+        return raw
+    return _check_finite(raw * scale + offset)

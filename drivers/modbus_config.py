@@ -12,7 +12,6 @@ from drivers.codecs import REGISTER_COUNT, DataType, Swap
 from drivers.units import Duration
 
 
-
 class InputType(enum.StrEnum):
     HOLDING = "holding"
     INPUT = "input"

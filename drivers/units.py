@@ -41,7 +41,9 @@ def parse_size(value: object) -> int:
         match = _NUMBER_UNIT.match(value)
         if match and match.group(2).lower() in _SIZE_UNITS:
             return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    raise ValueError(f"expected a size with a unit such as '512MiB', '1GiB' or '100MB', got {value!r}")
+    raise ValueError(
+        f"expected a size with a unit such as '512MiB', '1GiB' or '100MB', got {value!r}"
+    )
 
 
 def format_duration(seconds: float) -> str:

@@ -54,23 +54,42 @@ def line_config(
         "machines": [
             {
                 "name": "press1",
-                "state": {**state, "signal": "press1.state", "reason_signal": "press1.reason", "reasons": reasons},
+                "state": {
+                    **state,
+                    "signal": "press1.state",
+                    "reason_signal": "press1.reason",
+                    "reasons": reasons,
+                },
                 "counters": [
                     {"signal": "press1.good", "kind": "good", "report_every": "1s"},
                     {"signal": "press1.scrap", "kind": "scrap", "report_every": "1s"},
                 ],
-                "alarms": [{"name": "hot", "signal": "press1.temperature", "high": 80, "hysteresis": 2}],
+                "alarms": [
+                    {"name": "hot", "signal": "press1.temperature", "high": 80, "hysteresis": 2}
+                ],
                 "samples": [{"signal": "press1.temperature", "deadband": 1.0}],
             },
             {
                 "name": "press2",
-                "state": {**state, "signal": "press2.state", "reason_signal": "press2.reason", "reasons": reasons},
+                "state": {
+                    **state,
+                    "signal": "press2.state",
+                    "reason_signal": "press2.reason",
+                    "reasons": reasons,
+                },
                 "counters": [{"signal": "press2.good", "kind": "good", "report_every": "1s"}],
             },
             {
                 "name": "packer1",
                 "state": {**state, "signal": "packer1.state"},
-                "counters": [{"signal": "packer1.part_done", "kind": "good", "mode": "edge", "report_every": "1s"}],
+                "counters": [
+                    {
+                        "signal": "packer1.part_done",
+                        "kind": "good",
+                        "mode": "edge",
+                        "report_every": "1s",
+                    }
+                ],
             },
         ],
         "destinations": [

@@ -61,7 +61,9 @@ def format_path(parts: tuple[int | str, ...]) -> str:
     return text
 
 
-def _line_map(node: yaml.Node, prefix: tuple[int | str, ...] = ()) -> Iterator[tuple[tuple[int | str, ...], int]]:
+def _line_map(
+    node: yaml.Node, prefix: tuple[int | str, ...] = ()
+) -> Iterator[tuple[tuple[int | str, ...], int]]:
     """Map each key path to its 1-based line, so messages can point into the file."""
     yield prefix, node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -101,7 +103,9 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], file: str) -> N
         target: Any = data
         try:
             for part in parts[:-1]:
-                target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+                target = (
+                    target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+                )
             value = yaml.safe_load(raw) if raw else raw
             if isinstance(target, list):
                 target[int(parts[-1])] = value
@@ -125,18 +129,24 @@ def _describe_error(error: Mapping[str, Any]) -> str:
     if error["type"] == "union_tag_invalid":
         expected = error.get("ctx", {}).get("expected_tags", "")
         return f"unknown type {error['input']!r}; expected one of {expected}"
-    if "input" in error and error["type"] not in ("model_type", "dict_type") and not isinstance(
-        error["input"], dict | list
+    if (
+        "input" in error
+        and error["type"] not in ("model_type", "dict_type")
+        and not isinstance(error["input"], dict | list)
     ):
         message += f" (got {error['input']!r})"
     return message
 
 
-def _problems_from(exc: ValidationError, lines: Mapping[tuple[int | str, ...], int]) -> list[ConfigProblem]:
+def _problems_from(
+    exc: ValidationError, lines: Mapping[tuple[int | str, ...], int]
+) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors():
         loc = _yaml_location(tuple(error["loc"]))
-        problems.append(ConfigProblem(format_path(loc), _describe_error(error), _nearest_line(loc, lines)))
+        problems.append(
+            ConfigProblem(format_path(loc), _describe_error(error), _nearest_line(loc, lines))
+        )
     return problems
 
 
@@ -157,26 +167,34 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> F
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(file, [ConfigProblem("", f"cannot read the file: {exc.strerror}")]) from None
+        raise ConfigError(
+            file, [ConfigProblem("", f"cannot read the file: {exc.strerror}")]
+        ) from None
     data, lines = _parse_yaml(text, file)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(file, [ConfigProblem("", "the file must be a mapping of sections (agent:, sources:, ...)")])
+        raise ConfigError(
+            file,
+            [ConfigProblem("", "the file must be a mapping of sections (agent:, sources:, ...)")],
+        )
     _apply_env(data, os.environ if environ is None else environ, file)
     try:
         config = FloorgateConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(file, _problems_from(exc, lines)) from None
     problems = [
-        ConfigProblem(format_path(loc), message, _nearest_line(loc, lines)) for loc, message in cross_check(config)
+        ConfigProblem(format_path(loc), message, _nearest_line(loc, lines))
+        for loc, message in cross_check(config)
     ]
     if problems:
         raise ConfigError(file, problems)
     return config
 
 
-def _nearest_line(loc: tuple[int | str, ...], lines: Mapping[tuple[int | str, ...], int]) -> int | None:
+def _nearest_line(
+    loc: tuple[int | str, ...], lines: Mapping[tuple[int | str, ...], int]
+) -> int | None:
     for cut in range(len(loc), -1, -1):
         if loc[:cut] in lines:
             return lines[loc[:cut]]

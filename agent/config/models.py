@@ -196,7 +196,11 @@ class FloorgateConfig(BaseSettings):
     def _empty_sections_mean_defaults(cls, data: object) -> object:
         # A section whose keys are all commented out reads as null: use its defaults.
         if isinstance(data, dict):
-            return {key: value for key, value in data.items() if not (value is None and key in _SECTIONS)}
+            return {
+                key: value
+                for key, value in data.items()
+                if not (value is None and key in _SECTIONS)
+            }
         return data
 
     @property

@@ -31,7 +31,9 @@ def signal_catalog(config: FloorgateConfig) -> dict[str, SignalInfo]:
     catalog: dict[str, SignalInfo] = {}
     for source in config.sources:
         for signal in source.signals:
-            catalog.setdefault(signal.name, SignalInfo(source.name, signal.data_type, signal.unit_of_measurement))
+            catalog.setdefault(
+                signal.name, SignalInfo(source.name, signal.data_type, signal.unit_of_measurement)
+            )
     return catalog
 
 
@@ -50,9 +52,17 @@ def _signal_refs(config: FloorgateConfig) -> Iterator[tuple[Location, str, str]]
         if machine.state:
             yield ("machines", m, "state", "signal"), machine.state.signal, "state"
             if machine.state.reason_signal:
-                yield ("machines", m, "state", "reason_signal"), machine.state.reason_signal, "reason"
+                yield (
+                    ("machines", m, "state", "reason_signal"),
+                    machine.state.reason_signal,
+                    "reason",
+                )
         for c, counter in enumerate(machine.counters):
-            yield ("machines", m, "counters", c, "signal"), counter.signal, f"counter:{counter.mode.value}"
+            yield (
+                ("machines", m, "counters", c, "signal"),
+                counter.signal,
+                f"counter:{counter.mode.value}",
+            )
         for a, alarm in enumerate(machine.alarms):
             yield ("machines", m, "alarms", a, "signal"), alarm.signal, "alarm"
         for s, sample in enumerate(machine.samples):
@@ -83,7 +93,8 @@ def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
                 problems.append(
                     (
                         ("sources", i, "signals", j, "name"),
-                        f"signal {signal.name!r} is already defined in source {seen_signals[signal.name]!r}",
+                        f"signal {signal.name!r} is already defined in source"
+                        f" {seen_signals[signal.name]!r}",
                     )
                 )
             seen_signals.setdefault(signal.name, source.name)
@@ -91,7 +102,9 @@ def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
     for location, name, kind in _signal_refs(config):
         if name not in catalog:
             known = ", ".join(sorted(catalog)[:8]) + (", ..." if len(catalog) > 8 else "")
-            problems.append((location, f"unknown signal {name!r}; signals defined in sources: {known}"))
+            problems.append(
+                (location, f"unknown signal {name!r}; signals defined in sources: {known}")
+            )
         elif (why := _check_signal_fits(kind, catalog[name])) is not None:
             problems.append((location, why))
     for m, machine in enumerate(config.machines):
@@ -102,5 +115,3 @@ def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
             if name not in machine_names:
                 problems.append((("destinations", d, "machines", k), f"unknown machine {name!r}"))
     return problems
-
-

@@ -139,9 +139,15 @@ class DeliveryLoop:
             self.health.last_success = time.time()
         if result.rejected:
             await self._dead_letter(result.rejected, batch)
-        left = [e.seq for e in batch if e.seq not in result.rejected and e.seq not in set(result.delivered)]
+        left = [
+            e.seq
+            for e in batch
+            if e.seq not in result.rejected and e.seq not in set(result.delivered)
+        ]
         if left:
-            await self.buffer.record_failure(self.forwarder.name, left, "not confirmed by the destination")
+            await self.buffer.record_failure(
+                self.forwarder.name, left, "not confirmed by the destination"
+            )
             raise Transient(f"{len(left)} events of the batch were not confirmed")
         self.health.set_state(DestinationState.CONNECTED)
 
@@ -160,7 +166,11 @@ class DeliveryLoop:
     def _before_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        kind = DestinationState.DISCONNECTED if isinstance(exc, NotConnected) else DestinationState.RETRYING
+        kind = (
+            DestinationState.DISCONNECTED
+            if isinstance(exc, NotConnected)
+            else DestinationState.RETRYING
+        )
         if self.health.set_state(kind, str(exc)) or state.attempt_number in (1, 10, 100):
             log.warning(
                 "destination unavailable destination=%s error=%r attempt=%d next=retry-in-%.1fs",
@@ -184,8 +194,10 @@ class DeliveryLoop:
 
     async def _wait_for_events(self) -> None:
         self._wake.clear()
+        # asyncio.timeout, not wait_for, which on 3.11 can swallow a cancellation
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+            async with asyncio.timeout(IDLE_POLL_SECONDS):
+                await self._wake.wait()
 
     async def _disconnect(self) -> None:
         if self._connected:

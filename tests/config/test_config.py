@@ -28,7 +28,12 @@ BASE: dict[str, Any] = {
             "signals": [
                 {"name": "m1.state", "address": 0},
                 {"name": "m1.good", "address": 1, "data_type": "uint32"},
-                {"name": "m1.temp", "address": 3, "data_type": "float32", "unit_of_measurement": "degC"},
+                {
+                    "name": "m1.temp",
+                    "address": 3,
+                    "data_type": "float32",
+                    "unit_of_measurement": "degC",
+                },
             ],
         }
     ],

@@ -43,9 +43,11 @@ def assert_in_order_per_machine(events: list[dict[str, Any]]) -> None:
         assert seqs == sorted(seqs), f"events of {machine} arrived out of order"
 
 
-def stop_agent(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=30)
+async def stop_agent(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
+    """Signal the agent and wait in a thread: the simulator and receiver run on this
+    test's event loop and must keep answering while the agent shuts down."""
+    proc.send_signal(signum)
+    return await asyncio.to_thread(proc.wait, 30)
 
 
 async def test_counts_are_exact_across_a_sigkill_and_a_restart(tmp_path: Path) -> None:
@@ -65,7 +67,11 @@ async def test_counts_are_exact_across_a_sigkill_and_a_restart(tmp_path: Path) -
         try:
             # First readings are the counters' baselines; they are committed with the
             # first machine.state events, so once those arrive the baseline is durable.
-            await wait_until(lambda: machines_seen(receiver) == {"press1", "press2", "packer1"}, 60, "first states")
+            await wait_until(
+                lambda: machines_seen(receiver) == {"press1", "press2", "packer1"},
+                60,
+                "first states",
+            )
             line.resume()
             await asyncio.sleep(3)
             agent.send_signal(signal.SIGKILL)
@@ -84,7 +90,7 @@ async def test_counts_are_exact_across_a_sigkill_and_a_restart(tmp_path: Path) -
 
             await wait_until(complete, 60, "all counts delivered")
             await asyncio.sleep(1.5)  # a double count would show up in the next windows
-            assert stop_agent(agent) == 0
+            assert await stop_agent(agent) == 0
         finally:
             if agent.poll() is None:
                 agent.kill()
@@ -110,6 +116,7 @@ async def test_middleware_down_for_a_while_then_everything_arrives(tmp_path: Pat
         receiver.fail_next(503, times=10_000)
         agent = start_agent(config, log)
         try:
+
             def retrying() -> bool:
                 report = readyz(health_port)
                 return bool(report) and report["destinations"]["middleware"]["state"] == "retrying"
@@ -130,7 +137,7 @@ async def test_middleware_down_for_a_while_then_everything_arrives(tmp_path: Pat
                 return bool(report) and report["buffer"]["pending"] == 0
 
             await wait_until(drained, 60, "backlog drained")
-            assert stop_agent(agent) == 0
+            assert await stop_agent(agent) == 0
         finally:
             if agent.poll() is None:
                 agent.kill()
@@ -153,6 +160,5 @@ async def test_shutdown_signal_commits_and_exits_cleanly(tmp_path: Path, signum:
         )
         agent = start_agent(config, log)
         await wait_until(lambda: len(receiver.events) > 5, 60, "events flowing")
-        agent.send_signal(signum)
-        assert agent.wait(timeout=15) == 0
+        assert await stop_agent(agent, signum) == 0
         assert "agent stopped" in log.read_text()

@@ -52,7 +52,13 @@ async def deliver(
     buffer: SqliteBuffer, receiver: EventReceiver, *, count: int, batch_size: int = 10
 ) -> DestinationHealth:
     config = HttpDestinationConfig.model_validate(
-        {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": batch_size}
+        {
+            "name": DEST,
+            "type": "http",
+            "url": receiver.url,
+            "timeout": "5s",
+            "batch_size": batch_size,
+        }
     )
     health = DestinationHealth(name=DEST, type="http")
     loop = DeliveryLoop(
@@ -124,14 +130,22 @@ async def test_bad_credentials_stop_the_destination_without_a_retry_storm(
     token.write_text("wrong\n")
     async with EventReceiver(token="right") as rec:
         config = HttpDestinationConfig.model_validate(
-            {"name": DEST, "type": "http", "url": rec.url, "auth": "bearer", "token": {"file": str(token)}}
+            {
+                "name": DEST,
+                "type": "http",
+                "url": rec.url,
+                "auth": "bearer",
+                "token": {"file": str(token)},
+            }
         )
         await buffer.append([event_row(n, "m1") for n in range(1, 6)])
         health = DestinationHealth(name=DEST, type="http")
         loop = DeliveryLoop(
             WebhookForwarder(config),
             buffer,
-            DeliverySettings(batch_size=10, retry=RetryConfig(initial="10ms", max="50ms"), fatal_pause=3600),
+            DeliverySettings(
+                batch_size=10, retry=RetryConfig(initial="10ms", max="50ms"), fatal_pause=3600
+            ),
             health,
             asyncio.Event(),
         )
