@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Every bench/*_bench.py, one table, bench/results/latest.json. QUICK=1: a short run.
 bench: $(STAMP)
-	$(BIN)/python bench/buffer_bench.py
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
+# Debian package with its own venv in /opt/floorgate, built on /usr/bin/python3.11
+# (apt-get install python3.11-venv); see packaging/build_deb.py. Output: $(DEB_DIR)/.
+DEB_DIR ?= dist
+deb:
+	$(PYTHON) packaging/build_deb.py --out-dir $(DEB_DIR)
 
 clean:
 	rm -rf $(VENV) .floorgate-demo build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -5,21 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import signal
+import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, status_cli
 from agent.config.loader import EX_CONFIG, ConfigError, load_config
 from agent.config.models import FloorgateConfig
+from agent.config.secrets import SecretError
 from agent.logs import setup_logging
 
+EX_UNAVAILABLE = 69  # sysexits: a service the agent needs is unavailable
 DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")
 
 
-def _load_or_exit(path: Path) -> FloorgateConfig:
+def load_or_exit(path: Path) -> FloorgateConfig:
+    """Load a config or exit 78 with the message naming file, line and key (no traceback)."""
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -27,33 +30,28 @@ def _load_or_exit(path: Path) -> FloorgateConfig:
         raise SystemExit(EX_CONFIG) from None
 
 
-def _checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     from agent.describe import describe_config
 
-    config = _load_or_exit(args.config)
+    config = load_or_exit(args.config)
     print(f"{args.config}: configuration is valid\n")
     print(describe_config(config))
     return 0
 
 
-async def _run_agent(config: FloorgateConfig, checksum: str) -> None:
-    from agent.runtime import Agent
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await Agent(config, config_checksum=checksum).run_until(stop)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load_or_exit(args.config)
+    from agent.service import serve
+
+    config = load_or_exit(args.config)
     setup_logging(config.agent.log_level.value)
-    asyncio.run(_run_agent(config, _checksum(args.config)))
+    try:
+        asyncio.run(serve(args.config))
+    except OSError as exc:  # e.g. the health port is taken, the state dir is not writable
+        logging.getLogger("floorgate").error("cannot start: %s", exc)
+        return EX_UNAVAILABLE
+    except SecretError as exc:  # a secret file or credential named in the config is missing
+        logging.getLogger("floorgate").error("cannot start: %s", exc)
+        return EX_CONFIG
     return 0
 
 
@@ -121,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", type=Path, default=Path(".floorgate-demo"))
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
+
+    status_cli.register(sub, DEFAULT_CONFIG)
+
+    # Command groups of their own modules; each imports its protocol stack only when run.
+    for module in ("agent.cli_buffer", "agent.cli_opcua", "agent.cli_odoo"):
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from agent.forwarders.receiver import EventReceiver
 from agent.report import health_report
 from agent.runtime import Agent
 from drivers.modbus_config import ModbusTcpConfig
+from drivers.opcua_config import OpcUaConfig
 from drivers.simulator import SimulatedLine, SimulatorServer
 
 REFRESH_SECONDS = 2.0
@@ -83,6 +84,24 @@ def _render(agent: Agent, receiver: EventReceiver, config: FloorgateConfig) -> s
     return "\n".join(lines)
 
 
+async def _start_opcua_simulator(
+    stack: contextlib.AsyncExitStack, modbus: SimulatorServer, config: FloorgateConfig
+) -> str | None:
+    """Serve the same line over OPC UA for the first opcua source; returns its endpoint.
+    The Modbus simulator steps the line when it serves; otherwise the OPC UA one does."""
+    for source in config.sources:
+        if isinstance(source, OpcUaConfig):
+            from drivers.opcua_sim import OpcUaSimulator  # asyncua only when the demo uses it
+            from drivers.simulator import TICK
+
+            url = urlsplit(source.endpoint)
+            tick = None if modbus.port else TICK
+            opcua = await stack.enter_async_context(OpcUaSimulator(modbus.line, tick=tick))
+            await opcua.start(url.hostname or "127.0.0.1", url.port or 4840)
+            return opcua.endpoint
+    return None
+
+
 def _demo_config(config_path: Path, state_dir: Path) -> FloorgateConfig:
     environ = dict(os.environ)
     environ["FLOORGATE__AGENT__STATE_DIR"] = str(state_dir.resolve())
@@ -104,6 +123,7 @@ async def run_demo(config_path: Path, *, state_dir: Path, seed: int = 1) -> None
             if isinstance(source, ModbusTcpConfig):
                 await simulator.start_tcp(source.host, source.port)
                 break
+        opcua = await _start_opcua_simulator(stack, simulator, config)
         receiver = EventReceiver()
         for destination in config.destinations:
             if isinstance(destination, HttpDestinationConfig):
@@ -114,7 +134,11 @@ async def run_demo(config_path: Path, *, state_dir: Path, seed: int = 1) -> None
         agent = Agent(config)
         await agent.start()
         stack.push_async_callback(agent.stop)
-        print(f"simulated line on Modbus TCP, middleware receiver at {receiver.url}", flush=True)
+        also = f" and OPC UA {opcua}" if opcua else ""
+        print(
+            f"simulated line on Modbus TCP{also}, middleware receiver at {receiver.url}",
+            flush=True,
+        )
         interactive = sys.stdout.isatty()
         while not stop.is_set():
             view = _render(agent, receiver, config)

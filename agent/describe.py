@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-from agent.config.models import FloorgateConfig, HttpDestinationConfig
+from agent.config.models import DestinationConfig, FloorgateConfig
 from agent.config.rules import CounterMode
-from drivers.modbus_config import ModbusRtuConfig, ModbusTcpConfig
 from drivers.units import format_duration
-
-
-def _source_line(source: ModbusTcpConfig | ModbusRtuConfig) -> str:
-    if isinstance(source, ModbusTcpConfig):
-        where = f"modbus_tcp {source.host}:{source.port}"
-    else:
-        framing = f"{source.bytesize}{source.parity.letter}{source.stopbits}"
-        where = f"modbus_rtu {source.port} {source.baudrate} {framing}"
-    units = sorted({source.unit_of(s) for s in source.signals})
-    return (
-        f"  {source.name}: {where}, unit id {', '.join(map(str, units))}, every "
-        f"{format_duration(source.scan_interval)}, {len(source.signals)} signals"
-        + _requests(source)
-    )
-
-
-def _requests(source: ModbusTcpConfig | ModbusRtuConfig) -> str:
-    try:
-        from drivers.modbus import plan_blocks
-    except ImportError:  # pragma: no cover - the driver module always ships
-        return ""
-    return f" in {len(plan_blocks(source))} read requests per poll"
 
 
 def _machine_lines(config: FloorgateConfig) -> list[str]:
@@ -69,11 +46,11 @@ def _machine_lines(config: FloorgateConfig) -> list[str]:
     return lines
 
 
-def _destination_line(destination: HttpDestinationConfig) -> str:
+def _destination_line(destination: DestinationConfig) -> str:
     types = ", ".join(t.value for t in destination.event_types)
     machines = ", ".join(destination.machines) if destination.machines else "all machines"
     return (
-        f"  {destination.name}: POST {destination.url} (auth {destination.auth.value}), "
+        f"  {destination.name}: {destination.target()}, "
         f"batches of {destination.batch_size}; {types}; {machines}"
     )
 
@@ -85,7 +62,7 @@ def describe_config(config: FloorgateConfig) -> str:
         "",
         "reads from:",
     ]
-    lines += [_source_line(s) for s in config.sources]
+    lines += [f"  {s.name}: {s.summary()}" for s in config.sources]
     lines += ["", "machines:", *_machine_lines(config)]
     lines += ["", "sends to:"]
     lines += [_destination_line(d) for d in config.destinations] or [

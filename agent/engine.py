@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agent.config.models import EventType, FloorgateConfig
+from agent.config.common import EventType
+from agent.config.models import FloorgateConfig
 from agent.config.xref import signal_catalog
-from agent.events import Event, format_sequence, utcnow, uuid7
+from agent.events import Event, MachineStateData, format_sequence, utcnow, uuid7
 from agent.routing import Router
 from agent.rules import build_rules
 from agent.rules.base import Draft, Rule
@@ -30,6 +31,7 @@ from drivers.base import Sample
 log = logging.getLogger("floorgate.engine")
 
 SEQUENCE_KEY = "engine/sequence"
+STATE_EVENT_KEY = "engine/state-event"
 TICK_SECONDS = 1.0
 MAX_BATCHES_PER_COMMIT = 200
 
@@ -44,6 +46,8 @@ class EngineHealth:
     last_error: str | None = None
     pending_events: int = 0  # made but not yet committed (only while commits fail)
     dropped_invalid: int = 0
+    held_samples_dropped: int = 0  # held in memory too long (buffer not writable): total
+    held_samples_dropped_episode: int = 0  # ... since the buffer stopped being writable
 
 
 class RuleEngine:
@@ -55,14 +59,19 @@ class RuleEngine:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = utcnow,
         queue_size: int = 1000,
+        queue: asyncio.Queue[Sequence[Sample]] | None = None,
     ) -> None:
         self.config = config
         self.buffer = buffer
-        self.queue: asyncio.Queue[Sequence[Sample]] = asyncio.Queue(maxsize=queue_size)
+        # The agent passes its own queue so that an engine rebuilt on a config reload
+        # takes over the samples the old one had not taken yet.
+        self.queue: asyncio.Queue[Sequence[Sample]] = queue or asyncio.Queue(maxsize=queue_size)
         self.health = EngineHealth()
         self._on_commit = on_commit
         self._clock = clock
         self._stopping = False
+        self._links: dict[str, str] = {}
+        self._unmapped_logged: dict[str, set[int | float | str]] = {}
         self._router = Router(config.destinations)
         self._sources: dict[str, str] = {
             m.name: f"/{config.agent.site}/{m.area}/{m.line}/{m.name}" for m in config.machines
@@ -90,6 +99,7 @@ class RuleEngine:
     async def restore(self) -> None:
         states = await self.buffer.load_state()
         self._sequence = int(states.get(SEQUENCE_KEY, "0"))
+        self._links = {k: v for k, v in states.items() if k.startswith(STATE_EVENT_KEY + "/")}
         restored = 0
         for rule in self.rules:
             if rule.key in states:
@@ -173,6 +183,7 @@ class RuleEngine:
             self._emit(rule, rule.on_tick(now))
 
     def _emit(self, rule: Rule, drafts: Sequence[Draft]) -> None:
+        self._report_unmapped(rule)
         for draft in drafts:
             row = self._to_row(rule, draft)
             if row is not None:
@@ -180,17 +191,42 @@ class RuleEngine:
         if rule.dirty:
             self._state[rule.key] = json.dumps(rule.snapshot())
 
+    def _report_unmapped(self, rule: Rule) -> None:
+        """A state code missing from the machine's map is logged once per code, not at
+        every poll: the engineer adds it to `state.map` (or the PLC sends a new code)."""
+        codes = getattr(rule, "unmapped_codes", None)
+        if not codes:
+            return
+        seen = self._unmapped_logged.setdefault(rule.key, set())
+        for code in sorted(codes - seen, key=str):
+            log.warning(
+                "state code not in the machine's map; ignored machine=%s code=%r "
+                "fix=add-it-to-machines.state.map",
+                rule.machine,
+                code,
+            )
+            seen.add(code)
+
     def _to_row(self, rule: Rule, draft: Draft) -> EventRow | None:
         self._sequence += 1
+        event_id = uuid7()
+        data = draft.data
+        if isinstance(data, MachineStateData):
+            # Link each state to the event that opened the one it ends; the link is
+            # committed with the event, so it survives restarts like rule state does.
+            key = f"{STATE_EVENT_KEY}/{rule.machine}"
+            data = data.model_copy(update={"previous_event_id": self._links.get(key)})
+            self._links[key] = event_id
+            self._state[key] = event_id
         try:
             event = Event(
-                id=uuid7(),
+                id=event_id,
                 source=self._sources[rule.machine],
                 type=draft.type,
                 time=draft.time,
                 sequence=format_sequence(self._sequence),
                 agentid=self.config.agent.id,
-                data=draft.data,
+                data=data,
             )
         except ValueError as exc:  # a rule bug must not stop the line: count it and say so
             self.health.dropped_invalid += 1
@@ -221,7 +257,12 @@ class RuleEngine:
                 await asyncio.sleep(1.0)
             return
         if self.health.commit_failing_since is not None:
-            log.info("buffer writable again pending=%d", len(self._rows))
+            log.info(
+                "buffer writable again pending=%d held_samples_dropped=%d",
+                len(self._rows),
+                self.health.held_samples_dropped_episode,
+            )
+        self.health.held_samples_dropped_episode = 0
         self.health.commit_failing_since = None
         self.health.last_commit = time.time()
         self.health.pending_events = 0
@@ -238,3 +279,21 @@ class RuleEngine:
                 len(self._rows),
             )
         self.health.last_error = error
+        # Memory stays bounded: while nothing can be committed no sample is processed, so
+        # only sample heartbeats keep coming; beyond the limit the oldest held samples go.
+        # States, counts and alarms are kept (few: they need samples to be made).
+        held_limit = 10_000
+        excess = len(self._rows) - held_limit
+        if excess > 0:
+            samples = [i for i, row in enumerate(self._rows) if row.type == "sample"][:excess]
+            if samples:
+                gone = set(samples)
+                self._rows = [row for i, row in enumerate(self._rows) if i not in gone]
+                if self.health.held_samples_dropped_episode == 0:
+                    log.warning(
+                        "buffer still not writable; dropping the oldest held samples limit=%d",
+                        held_limit,
+                    )
+                self.health.held_samples_dropped += len(gone)
+                self.health.held_samples_dropped_episode += len(gone)
+                self.health.pending_events = len(self._rows)

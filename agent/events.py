@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agent.config.models import EventType
+from agent.config.common import EventType
 from agent.config.rules import CountKind, MachineStateValue, Severity
 
 
@@ -71,6 +71,11 @@ class MachineStateData(_Data):
     previous_reason: str | None = None
     previous_since: UtcDatetime | None = None
     previous_duration_s: float | None = Field(default=None, ge=0)
+    previous_event_id: str | None = Field(
+        default=None,
+        description="Id of the machine.state event that opened the previous state, so a "
+        "destination can close the record it opened for it (e.g. an Odoo downtime).",
+    )
 
 
 class ProductionCountData(_Data):

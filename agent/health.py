@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agent.config.secrets import read_secret
 from agent.metrics import make_registry, render
 from agent.report import health_report
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 class HealthServer:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.registry = make_registry(agent)
-        app = web.Application()
+        token = agent.config.health.token
+        # Read once at start: a missing file fails the start with a clear message.
+        self._expected = f"Bearer {read_secret(token)}" if token else None
+        app = web.Application(middlewares=[self._authorize])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -34,6 +42,20 @@ class HealthServer:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # /healthz stays open: liveness probes carry no credentials and it reveals nothing.
+        if self._expected is None or request.path == "/healthz":
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), self._expected.encode()):
+            return web.json_response(
+                {"error": "a bearer token is required (health.token)"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "agent": self.agent.config.agent.id})

@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from agent.config.secrets import secret_values
+
 
 def running_under_journald() -> bool:
     # systemd sets JOURNAL_STREAM=<dev>:<inode> of the stream it connected to stderr.
@@ -19,11 +21,17 @@ def running_under_journald() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
+REDACTED = "***"
+
+
 class OneLineFormatter(logging.Formatter):
-    """Keeps a traceback on one journal entry by indenting its lines."""
+    """Keeps a traceback on one journal entry by indenting its lines, and masks every
+    secret the agent has read (API keys, tokens, passwords) wherever it appears."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        for value in secret_values():
+            text = text.replace(value, REDACTED)
         return text.replace("\n", "\n    ")
 
 

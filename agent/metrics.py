@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.report import health_report
 from drivers.base import ConnectionState
 
 if TYPE_CHECKING:
@@ -31,6 +32,23 @@ class AgentCollector(Collector):
         yield from self._sources()
         yield from self._engine()
         yield from self._destinations()
+        yield from self._host()
+
+    def _host(self) -> Iterator[Metric]:
+        status = GaugeMetricFamily(
+            "floorgate_status",
+            "Overall health as /readyz says it: 0 ok, 1 degraded, 2 failing",
+        )
+        report = health_report(self.agent)
+        status.add_metric([], {"ok": 0, "degraded": 1, "failing": 2}[report["status"]])
+        yield status
+        free = report["disk"]["free_bytes"]
+        if free is not None:
+            yield GaugeMetricFamily(
+                "floorgate_disk_free_bytes",
+                "Free space on the file system of the state directory (the buffer)",
+                value=free,
+            )
 
     def _sources(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -53,15 +71,28 @@ class AgentCollector(Collector):
         bad = GaugeMetricFamily(
             "floorgate_source_bad_signals", "Signals currently unreadable", labels=["source"]
         )
+        items = GaugeMetricFamily(
+            "floorgate_source_subscribed_items",
+            "Monitored items the server accepted (subscription sources)",
+            labels=["source"],
+        )
+        rebuilds = CounterMetricFamily(
+            "floorgate_source_subscription_rebuilds",
+            "Subscriptions rebuilt after going silent",
+            labels=["source"],
+        )
         for driver in self.agent.drivers:
             h = driver.health
+            if h.subscribed_items is not None:
+                items.add_metric([h.name], h.subscribed_items)
+            rebuilds.add_metric([h.name], h.subscription_rebuilds)
             up.add_metric([h.name], 1.0 if h.state is ConnectionState.CONNECTED else 0.0)
             reads.add_metric([h.name], h.reads)
             errors.add_metric([h.name], h.read_errors)
             reconnects.add_metric([h.name], h.reconnects)
             last.add_metric([h.name], h.last_data_time or 0.0)
             bad.add_metric([h.name], len(h.bad_signals))
-        yield from (up, reads, errors, reconnects, last, bad)
+        yield from (up, reads, errors, reconnects, last, bad, items, rebuilds)
 
     def _engine(self) -> Iterator[Metric]:
         engine = self.agent.engine
@@ -81,6 +112,36 @@ class AgentCollector(Collector):
         stored = GaugeMetricFamily("floorgate_buffer_events", "Events stored in the buffer")
         stored.add_metric([], stats.events)
         yield from (events, samples, memory, size, stored)
+        yield from self._buffer_bounds()
+
+    def _buffer_bounds(self) -> Iterator[Metric]:
+        stats = self.agent.buffer_stats
+        dropped = CounterMetricFamily(
+            "floorgate_buffer_dropped_events",
+            "Undelivered events dropped by the buffer bounds (reason full, refused, expired:"
+            " totals kept in the buffer file) or held in memory too long (held: since start)",
+            labels=["type", "reason"],
+        )
+        for (reason, event_type), count in sorted(stats.dropped.items()):
+            dropped.add_metric([event_type, reason], count)
+        engine = self.agent.engine
+        if engine is not None and engine.health.held_samples_dropped:
+            # held in memory while the buffer was not writable (disk full); since start
+            dropped.add_metric(["sample", "held"], engine.health.held_samples_dropped)
+        evicted = CounterMetricFamily(
+            "floorgate_buffer_evicted_delivered_events",
+            "Delivered events removed before their retention to make room",
+        )
+        evicted.add_metric([], stats.evicted_delivered)
+        limit = GaugeMetricFamily("floorgate_buffer_max_size_bytes", "The buffer's max_size")
+        limit.add_metric([], self.agent.config.buffer.max_size)
+        full = GaugeMetricFamily(
+            "floorgate_buffer_full", "1 while the buffer is at max_size and dropping samples"
+        )
+        full.add_metric(
+            [], 1.0 if self.agent.buffer is not None and self.agent.buffer.full else 0.0
+        )
+        yield from (dropped, evicted, limit, full)
 
     def _destinations(self) -> Iterator[Metric]:
         labels = ["destination"]

@@ -5,36 +5,62 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.config.models import DestinationConfig, SourceConfig
+from agent.config.models import AgentSection, DestinationConfig, SourceConfig
 from agent.forwarders.base import Forwarder
 from drivers.base import Driver
 
 
-def _modbus(config: Any) -> Driver:
+def _modbus(config: Any, agent: AgentSection) -> Driver:
     from drivers.modbus import ModbusDriver  # the protocol stack is loaded only when used
 
+    del agent
     return ModbusDriver(config)
 
 
-def _http(config: Any) -> Forwarder:
+def _opcua(config: Any, agent: AgentSection) -> Driver:
+    from drivers.opcua import OpcUaDriver
+
+    # The client certificate generated on first start lives in the state directory.
+    return OpcUaDriver(config, state_dir=agent.state_dir)
+
+
+def _mqtt(config: Any, agent: AgentSection) -> Forwarder:
+    from agent.forwarders.mqtt import MqttForwarder
+
+    return MqttForwarder(config, agent)
+
+
+def _odoo(config: Any, agent: AgentSection) -> Forwarder:
+    from agent.forwarders.odoo import OdooForwarder
+
+    return OdooForwarder(config, agent)
+
+
+def _http(config: Any, agent: AgentSection) -> Forwarder:
     from agent.forwarders.http import WebhookForwarder
 
+    del agent  # the webhook needs nothing of the agent section
     return WebhookForwarder(config)
 
 
-DRIVERS: dict[str, Callable[[Any], Driver]] = {
+DRIVERS: dict[str, Callable[[Any, AgentSection], Driver]] = {
     "modbus_tcp": _modbus,
     "modbus_rtu": _modbus,
+    "opcua": _opcua,
 }
 
-FORWARDERS: dict[str, Callable[[Any], Forwarder]] = {
+# A forwarder gets its destination's config and the agent section (agent id for MQTT
+# topics and client ids, state_dir for files a forwarder keeps, site).
+FORWARDERS: dict[str, Callable[[Any, AgentSection], Forwarder]] = {
     "http": _http,
+    "mqtt": _mqtt,
+    "odoo": _odoo,
 }
 
 
-def make_driver(config: SourceConfig) -> Driver:
-    return DRIVERS[config.type](config)
+def make_driver(config: SourceConfig, agent: AgentSection) -> Driver:
+    return DRIVERS[config.type](config, agent)
 
 
-def make_forwarder(config: DestinationConfig) -> Forwarder:
-    return FORWARDERS[config.type](config)
+def make_forwarder(config: DestinationConfig, agent: AgentSection) -> Forwarder:
+    return FORWARDERS[config.type](config, agent)

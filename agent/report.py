@@ -4,12 +4,15 @@ Overall status:
 - ``failing``: the buffer cannot be written, the engine is not running, or a destination
   needs a person (bad credentials);
 - ``degraded``: a source is not connected, a destination cannot deliver, the buffer was
-  found corrupt and replaced, or an event waits longer than ``STALE_AFTER``;
+  found corrupt and replaced, an event waits longer than ``health.stale_after``, a
+  source is down longer than ``health.source_down_after``, or the disk holding the
+  state directory has less than ``health.min_free_disk`` free;
 - ``ok`` otherwise.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +23,13 @@ from drivers.base import ConnectionState
 if TYPE_CHECKING:
     from agent.runtime import Agent
 
-STALE_AFTER = 15 * 60.0
+
+def _disk(agent: Agent) -> dict[str, Any]:
+    try:
+        usage = shutil.disk_usage(agent.config.agent.state_dir)
+    except OSError as exc:
+        return {"free_bytes": None, "total_bytes": None, "error": exc.strerror}
+    return {"free_bytes": usage.free, "total_bytes": usage.total, "error": None}
 
 
 def _age(since: float | None, now: float) -> float | None:
@@ -38,6 +47,10 @@ def _sources(agent: Agent, now: float) -> dict[str, Any]:
             "reads": d.health.reads,
             "read_errors": d.health.read_errors,
             "bad_signals": dict(d.health.bad_signals),
+            # subscription sources (OPC UA): null / 0 / {} for polled protocols
+            "subscribed_items": d.health.subscribed_items,
+            "subscription_rebuilds": d.health.subscription_rebuilds,
+            "time_origins": dict(d.health.time_origins),
         }
         for d in agent.drivers
     }
@@ -69,6 +82,7 @@ def health_report(agent: Agent) -> dict[str, Any]:
     engine = agent.engine
     commit_failing = engine is not None and engine.health.commit_failing_since is not None
     buffer_ok = agent.buffer is not None and not commit_failing and agent.buffer_error is None
+    thresholds = agent.config.health
     sources = _sources(agent, now)
     destinations = _destinations(agent, now)
     reasons: list[str] = []
@@ -84,17 +98,32 @@ def health_report(agent: Agent) -> dict[str, Any]:
             reasons.append(f"destination {name} stopped: {dest['last_error']}")
         elif dest["state"] in (DestinationState.RETRYING, DestinationState.DISCONNECTED):
             reasons.append(f"destination {name} {dest['state']}: {dest['last_error']}")
-        if (dest["oldest_pending_age_s"] or 0) > STALE_AFTER:
+        if (dest["oldest_pending_age_s"] or 0) > thresholds.stale_after:
             reasons.append(
                 f"destination {name}: oldest undelivered event is"
                 f" {dest['oldest_pending_age_s']:.0f}s old"
             )
     for name, source in sources.items():
-        if source["state"] != ConnectionState.CONNECTED:
-            reasons.append(f"source {name} {source['state']}: {source['last_error']}")
+        down_for = now - source["since"]
+        if source["state"] == ConnectionState.DEGRADED or (
+            source["state"] != ConnectionState.CONNECTED
+            and down_for >= thresholds.source_down_after
+        ):
+            reasons.append(
+                f"source {name} {source['state']} for {down_for:.0f}s: {source['last_error']}"
+            )
+    disk = _disk(agent)
+    if disk["free_bytes"] is not None and disk["free_bytes"] < thresholds.min_free_disk:
+        reasons.append(f"disk nearly full: {disk['free_bytes'] // 1024**2} MiB free")
     moved = agent.buffer.corrupt_moved_to if agent.buffer else None
     if moved:
         reasons.append(f"buffer was corrupt and was moved aside to {moved}")
+    buffer_full = agent.buffer is not None and agent.buffer.full
+    if buffer_full:
+        reasons.append(
+            f"buffer full (max_size {agent.config.buffer.max_size} bytes): dropping the oldest"
+            " samples; states, counts and alarms are kept"
+        )
     status = "failing" if failing else ("degraded" if reasons else "ok")
     stats = agent.buffer_stats
     return {
@@ -126,6 +155,19 @@ def health_report(agent: Agent) -> dict[str, Any]:
             ),
             "corrupt_moved_to": str(moved) if moved else None,
             "memory_pending_events": engine.health.pending_events if engine else 0,
+            "max_size": agent.config.buffer.max_size,
+            "full": buffer_full,
+            "dropped": {
+                **{
+                    f"{reason}/{event_type}": n for (reason, event_type), n in stats.dropped.items()
+                },
+                **(
+                    {"held/sample": engine.health.held_samples_dropped}
+                    if engine and engine.health.held_samples_dropped
+                    else {}
+                ),
+            },
+            "evicted_delivered": stats.evicted_delivered,
         },
         "engine": {
             "running": bool(engine and engine.health.running),
@@ -133,6 +175,7 @@ def health_report(agent: Agent) -> dict[str, Any]:
             "events": dict(engine.health.events_by_type) if engine else {},
             "last_commit_age_s": _age(engine.health.last_commit if engine else None, now),
         },
+        "disk": disk,
         "sources": sources,
         "destinations": destinations,
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
-from agent.config.models import DestinationConfig, EventType
+from agent.config.common import EventType
+from agent.config.models import DestinationConfig
 
 
 class Router:

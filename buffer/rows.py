@@ -39,8 +39,14 @@ class DestinationStats:
 @dataclass(slots=True)
 class BufferStats:
     events: int = 0
-    size_bytes: int = 0
+    size_bytes: int = 0  # database + WAL on disk
     destinations: dict[str, DestinationStats] = field(default_factory=dict)
+    # Undelivered events the bounds took away, by (reason, type); reason is "full" (oldest
+    # samples dropped for room), "refused" (new samples not stored: only protected events
+    # were left) or "expired" (older than max_age). Kept in the file: totals since creation.
+    dropped: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_dropped_at: float | None = None
+    evicted_delivered: int = 0  # delivered events removed before their retention, for room
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +59,26 @@ class DeadLetter:
     reason: str
     attempts: int
     dead_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    destination: str
+    status: str  # pending | delivered | dead
+    attempts: int
+    last_error: str | None
+    updated: float  # wall clock of the last change (delivery time for delivered rows)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event as stored, with its deliveries: what `floorgate buffer show` prints."""
+
+    seq: int
+    id: str
+    type: str
+    key: str
+    time: str
+    created: float
+    payload: bytes
+    deliveries: tuple[Delivery, ...]

@@ -20,11 +20,17 @@ Tables (version 1):
 ``counters``
     Rows per (destination, status), kept in the same transactions as the rows they count,
     plus the event total under the destination ``''`` / status ``'events'``. ``last`` is
-    the time of the latest change (for ``delivered``: the last delivery). They make
+    the time of the latest increase (for ``delivered``: the last delivery). They make
     ``stats()`` cost a few index lookups whatever the backlog, and stay right across
     processes (the operator CLI writes through the same code).
 ``rule_state``
     Key/value state of the rules (counters, open machine states), upserted with events.
+
+Version 2 adds ``events_samples``, a partial index of the ``sample`` events in ``seq``
+order: when the buffer is full the oldest samples are found without reading the rest.
+Version 2 also gives ``counters`` rows under the destination ``''`` for what the bounds
+took away: ``dropped:<reason>:<type>`` (reason ``full``, ``refused`` or ``expired``) and
+``evicted`` (delivered events removed early to make room).
 """
 
 from __future__ import annotations
@@ -71,6 +77,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """,
         "INSERT INTO counters (destination, status, n) VALUES ('', 'events', 0)",
         "CREATE TABLE rule_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    ),
+    (  # 1 -> 2
+        "CREATE INDEX events_samples ON events (seq) WHERE type = 'sample'",
     ),
 ]
 

@@ -78,6 +78,10 @@ class SourceHealth:
     reads: int = 0  # requests / notifications handled
     read_errors: int = 0
     bad_signals: dict[str, str] = field(default_factory=dict)  # signal -> why
+    # Subscription-based sources (OPC UA); None where the protocol only polls.
+    subscribed_items: int | None = None  # monitored items the server accepted
+    subscription_rebuilds: int = 0  # subscriptions rebuilt after going silent
+    time_origins: dict[str, int] = field(default_factory=dict)  # source/server/agent -> samples
 
     def set_state(self, state: ConnectionState, error: str | None = None) -> bool:
         """Change state; return True when it really changed (so it is logged once)."""

@@ -56,7 +56,13 @@ from drivers.base import (
     Value,
 )
 from drivers.codecs import CodecError, apply_scale, decode_registers
-from drivers.modbus_config import InputType, ModbusRtuConfig, ModbusSignalConfig, ModbusTcpConfig
+from drivers.modbus_config import (
+    InputType,
+    ModbusCommon,
+    ModbusRtuConfig,
+    ModbusSignalConfig,
+    ModbusTcpConfig,
+)
 
 log = logging.getLogger("floorgate.drivers.modbus")
 
@@ -100,7 +106,7 @@ class Block:
         return f"unit={self.unit} {self.input_type.value}={self.address}+{self.count}"
 
 
-def plan_blocks(config: ModbusConfig) -> list[Block]:
+def plan_blocks(config: ModbusCommon) -> list[Block]:
     """Merge the source's signals into as few read requests as the limits allow."""
     groups: dict[tuple[int, InputType], list[ModbusSignalConfig]] = {}
     for signal in config.signals:

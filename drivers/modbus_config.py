@@ -9,7 +9,7 @@ from typing import Literal, Self
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from drivers.codecs import REGISTER_COUNT, DataType, Swap
-from drivers.units import Duration
+from drivers.units import Duration, format_duration
 
 
 class InputType(enum.StrEnum):
@@ -85,7 +85,7 @@ class ModbusSignalConfig(_Strict):
         return REGISTER_COUNT[self.data_type]
 
 
-class _ModbusCommon(_Strict):
+class ModbusCommon(_Strict):
     name: str = Field(description="Unique name of this source (shown in health and logs).")
     device_address: int = Field(
         default=1,
@@ -122,11 +122,28 @@ class _ModbusCommon(_Strict):
     def unit_of(self, signal: ModbusSignalConfig) -> int:
         return self.device_address if signal.device_address is None else signal.device_address
 
+    def where(self) -> str:
+        raise NotImplementedError
 
-class ModbusTcpConfig(_ModbusCommon):
+    def summary(self) -> str:
+        """One line for `floorgate check-config`: what is read, from where, how often."""
+        from drivers.modbus import plan_blocks  # lazy: checking a config loads no pymodbus
+
+        units = sorted({self.unit_of(s) for s in self.signals})
+        return (
+            f"{self.where()}, unit id {', '.join(map(str, units))}, every "
+            f"{format_duration(self.scan_interval)}, {len(self.signals)} signals"
+            f" in {len(plan_blocks(self))} read requests per poll"
+        )
+
+
+class ModbusTcpConfig(ModbusCommon):
     type: Literal["modbus_tcp"]
     host: str = Field(description="IP address or host name of the device or gateway.")
     port: int = Field(default=502, ge=1, le=65535)
+
+    def where(self) -> str:
+        return f"modbus_tcp {self.host}:{self.port}"
 
 
 class Parity(enum.StrEnum):
@@ -139,10 +156,14 @@ class Parity(enum.StrEnum):
         return self.value[0].upper()
 
 
-class ModbusRtuConfig(_ModbusCommon):
+class ModbusRtuConfig(ModbusCommon):
     type: Literal["modbus_rtu"]
     port: str = Field(description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baudrate: int = Field(default=19200, description="Bits per second.")
     parity: Parity = Field(default=Parity.EVEN, description="none | even | odd.")
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+
+    def where(self) -> str:
+        framing = f"{self.bytesize}{self.parity.letter}{self.stopbits}"
+        return f"modbus_rtu {self.port} {self.baudrate} {framing}"

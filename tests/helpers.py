@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,14 +113,23 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_agent(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+
+
+async def stop_process(proc: subprocess.Popen[bytes], signum: int = 15) -> int:
+    """Signal a process and wait for it in a thread, so servers on the test's event loop
+    keep answering while it shuts down."""
+    proc.send_signal(signum)
+    return await asyncio.to_thread(proc.wait, 30)
 
 
 def readyz(port: int) -> dict[str, Any] | None:
@@ -128,3 +139,33 @@ def readyz(port: int) -> dict[str, Any] | None:
         return None
     result: dict[str, Any] = response.json()
     return result
+
+
+class NotifySocket:
+    """The receiving end systemd would hold: collects (monotonic time, message)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def texts(self) -> list[str]:
+        return [text for _, text in self.messages]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()

@@ -127,8 +127,10 @@ def _describe_error(error: Mapping[str, Any]) -> str:
     if error["type"] == "missing":
         return "required key is missing"
     if error["type"] == "union_tag_invalid":
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        return f"unknown type {error['input']!r}; expected one of {expected}"
+        ctx = error.get("ctx", {})
+        return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags', '')}"
+    if error["type"] == "union_tag_not_found":
+        return "required key is missing (it says which kind of source or destination this is)"
     if (
         "input" in error
         and error["type"] not in ("model_type", "dict_type")
@@ -144,6 +146,8 @@ def _problems_from(
     problems = []
     for error in exc.errors():
         loc = _yaml_location(tuple(error["loc"]))
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "type")  # pydantic points at the item; the culprit is its type key
         problems.append(
             ConfigProblem(format_path(loc), _describe_error(error), _nearest_line(loc, lines))
         )

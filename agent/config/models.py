@@ -7,23 +7,26 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.config.common import (
+    NAME_PATTERN,
+    DestinationCommon,
+    Secret,
+    _Strict,
+)
 from agent.config.rules import (
     AlarmRuleConfig,
     CounterRuleConfig,
     SampleRuleConfig,
     StateRuleConfig,
 )
+from agent.forwarders.mqtt_config import MqttDestinationConfig
+from agent.forwarders.odoo_config import OdooDestinationConfig
 from drivers.modbus_config import ModbusRtuConfig, ModbusTcpConfig
+from drivers.opcua_config import OpcUaConfig
 from drivers.units import Duration, Size
-
-NAME_PATTERN = r"^[A-Za-z0-9_\-]+$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def default_state_dir() -> Path:
@@ -53,37 +56,9 @@ class AgentSection(_Strict):
     log_level: LogLevel = Field(default=LogLevel.INFO, description="debug | info | warning.")
 
 
-class Secret(_Strict):
-    """A secret is never written in the YAML: name a file or a systemd credential."""
-
-    file: Path | None = Field(default=None, description="File holding the secret.")
-    credential: str | None = Field(
-        default=None,
-        description="Name of a systemd credential (LoadCredential=), read from "
-        "$CREDENTIALS_DIRECTORY.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_inline(cls, data: object) -> object:
-        if isinstance(data, str):
-            raise ValueError(
-                "secrets are never written in the YAML: use {file: /path/to/file} or "
-                "{credential: NAME} (a systemd LoadCredential= name)"
-            )
-        return data
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.file is None) == (self.credential is None):
-            raise ValueError("give exactly one of file or credential")
-        return self
-
-    def describe(self) -> str:
-        return f"file {self.file}" if self.file else f"credential {self.credential}"
-
-
-SourceConfig = Annotated[ModbusTcpConfig | ModbusRtuConfig, Field(discriminator="type")]
+SourceConfig = Annotated[
+    ModbusTcpConfig | ModbusRtuConfig | OpcUaConfig, Field(discriminator="type")
+]
 
 
 class MachineConfig(_Strict):
@@ -98,38 +73,13 @@ class MachineConfig(_Strict):
     samples: list[SampleRuleConfig] = Field(default_factory=list)
 
 
-class EventType(enum.StrEnum):
-    MACHINE_STATE = "machine.state"
-    PRODUCTION_COUNT = "production.count"
-    ALARM = "alarm"
-    SAMPLE = "sample"
-
-
 class HttpAuth(enum.StrEnum):
     NONE = "none"
     BEARER = "bearer"
     HMAC = "hmac"
 
 
-class RetryConfig(_Strict):
-    initial: Duration = Field(default=1.0, gt=0, description="First wait after a failure.")
-    max: Duration = Field(default=300.0, gt=0, description="Longest wait between attempts.")
-
-
-class _DestinationCommon(_Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="Unique destination name.")
-    event_types: list[EventType] = Field(
-        default_factory=lambda: list(EventType),
-        description="Event types sent here. Default: all.",
-    )
-    machines: list[str] | None = Field(
-        default=None, description="Machines whose events are sent here. Default: all."
-    )
-    batch_size: int = Field(default=500, ge=1, le=10000, description="Events per request.")
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-
-
-class HttpDestinationConfig(_DestinationCommon):
+class HttpDestinationConfig(DestinationCommon):
     """HTTP middleware: batches of CloudEvents in one POST."""
 
     type: Literal["http"]
@@ -141,6 +91,9 @@ class HttpDestinationConfig(_DestinationCommon):
     timeout: Duration = Field(default=30.0, gt=0, description="Whole-request timeout.")
     ca_file: Path | None = Field(default=None, description="CA bundle to verify the server.")
 
+    def target(self) -> str:
+        return f"POST {self.url} (auth {self.auth.value})"
+
     @model_validator(mode="after")
     def _token_when_auth(self) -> Self:
         if self.auth is not HttpAuth.NONE and self.token is None:
@@ -148,7 +101,10 @@ class HttpDestinationConfig(_DestinationCommon):
         return self
 
 
-DestinationConfig = Annotated[HttpDestinationConfig, Field(discriminator="type")]
+DestinationConfig = Annotated[
+    HttpDestinationConfig | MqttDestinationConfig | OdooDestinationConfig,
+    Field(discriminator="type"),
+]
 
 
 class SynchronousMode(enum.StrEnum):
@@ -166,14 +122,47 @@ class BufferConfig(_Strict):
     commit_window: Duration = Field(
         default=0.02, ge=0, description="Longest wait to group events into one commit."
     )
-    max_size: Size = Field(default=1024**3, gt=0, description="Disk the buffer may use.")
-    retention: Duration = Field(default=7 * 86400.0, gt=0, description="Keep delivered events.")
+    max_size: Size = Field(
+        default=1024**3,
+        ge=1024**2,
+        description="Largest size of the database file. When reached: delivered history, then "
+        "the oldest samples are removed; states, counts and alarms are never dropped.",
+    )
+    max_age: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="Drop undelivered events buffered longer than this (counted). "
+        "Default: none, events wait until delivered.",
+    )
+    retention: Duration = Field(
+        default=7 * 86400.0, gt=0, description="How long delivered events are kept for replay."
+    )
 
 
 class HealthConfig(_Strict):
     enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
     host: str = Field(default="127.0.0.1", description="Listen address (loopback by default).")
     port: int = Field(default=8410, ge=0, le=65535, description="Listen port (0: any free).")
+    token: Secret | None = Field(
+        default=None,
+        description="Bearer token required on /readyz and /metrics (/healthz stays open "
+        "for liveness probes). Default: no token, which is why the server binds loopback.",
+    )
+    stale_after: Duration = Field(
+        default=15 * 60.0,
+        gt=0,
+        description="Degraded when the oldest undelivered event is older than this.",
+    )
+    source_down_after: Duration = Field(
+        default=5 * 60.0,
+        ge=0,
+        description="Degraded when a source has been down longer than this (0: at once).",
+    )
+    min_free_disk: Size = Field(
+        default=100 * 1024**2,
+        ge=0,
+        description="Degraded when the state directory's disk has less free space.",
+    )
 
 
 _SECTIONS = {"agent", "buffer", "health", "destinations"}

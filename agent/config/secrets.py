@@ -9,7 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.config.models import Secret
+from agent.config.common import Secret
+
+# Every secret value read so far: the log formatter masks them, so a library message
+# that echoes a URL with a password or a header with a token never reaches the journal.
+_read_values: set[str] = set()
+
+
+def secret_values() -> frozenset[str]:
+    return frozenset(_read_values)
 
 
 class SecretError(Exception):
@@ -39,4 +47,5 @@ def read_secret(secret: Secret) -> str:
     value = text.rstrip("\r\n")
     if not value:
         raise SecretError(f"secret from {secret.describe()} is empty")
+    _read_values.add(value)
     return value

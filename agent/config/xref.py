@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from agent.config.models import FloorgateConfig
+from agent.config.models import FloorgateConfig, SourceConfig
 from drivers.codecs import DataType
 
 Location = tuple[int | str, ...]
@@ -20,6 +21,21 @@ INTEGER_TYPES = {
 }
 
 
+class SignalSpec(Protocol):
+    """What every source type's signal config has (Modbus, OPC UA, ...)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def data_type(self) -> DataType | None: ...
+    @property
+    def unit_of_measurement(self) -> str | None: ...
+
+
+def signals_of(source: SourceConfig) -> Sequence[SignalSpec]:
+    return source.signals
+
+
 @dataclass(frozen=True)
 class SignalInfo:
     source: str
@@ -30,7 +46,7 @@ class SignalInfo:
 def signal_catalog(config: FloorgateConfig) -> dict[str, SignalInfo]:
     catalog: dict[str, SignalInfo] = {}
     for source in config.sources:
-        for signal in source.signals:
+        for signal in signals_of(source):
             catalog.setdefault(
                 signal.name, SignalInfo(source.name, signal.data_type, signal.unit_of_measurement)
             )
@@ -88,7 +104,7 @@ def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
     problems += _duplicates([d.name for d in config.destinations], "destinations")
     seen_signals: dict[str, str] = {}
     for i, source in enumerate(config.sources):
-        for j, signal in enumerate(source.signals):
+        for j, signal in enumerate(signals_of(source)):
             if signal.name in seen_signals and seen_signals[signal.name] != source.name:
                 problems.append(
                     (

@@ -53,9 +53,15 @@ class SendResult:
 
     delivered: list[int] = field(default_factory=list)  # seqs
     rejected: dict[int, str] = field(default_factory=dict)  # seq -> reason
+    # Why the events in neither list wait (e.g. "press1: no work order in progress"):
+    # health shows it instead of a generic "not confirmed".
+    waiting_reason: str | None = None
 
 
 class Forwarder(Protocol):
+    """Optionally also ``link_problem() -> str | None``: for a forwarder whose library
+    keeps its connection by itself, why the link is down right now (checked while idle)."""
+
     name: str
 
     async def connect(self) -> None: ...

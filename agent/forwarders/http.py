@@ -57,7 +57,7 @@ from agent.config.secrets import SecretError, read_secret
 from agent.forwarders.base import Fatal, NotConnected, Rejected, SendResult, Transient
 from buffer.rows import ClaimedEvent
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("floorgate.forwarders.http")
 
 CONTENT_TYPE = "application/cloudevents-batch+json"
 MAX_RETRY_AFTER = 3600.0  # a destination asking for more than an hour is capped to one

@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agent.config.models import RetryConfig
+from agent.config.common import RetryConfig
 from agent.forwarders.base import Fatal, Forwarder, NotConnected, Rejected, Transient
 from agent.status import DestinationHealth, DestinationState
 from buffer.rows import ClaimedEvent
@@ -84,6 +84,7 @@ class DeliveryLoop:
                     await self._pause_after_fatal(exc)
                     continue
                 await self._wait_for_events()
+                self._check_idle_link()
         finally:
             await self._disconnect()
 
@@ -139,16 +140,16 @@ class DeliveryLoop:
             self.health.last_success = time.time()
         if result.rejected:
             await self._dead_letter(result.rejected, batch)
-        left = [
-            e.seq
-            for e in batch
-            if e.seq not in result.rejected and e.seq not in set(result.delivered)
-        ]
+        settled = set(result.delivered) | result.rejected.keys()
+        left = [e.seq for e in batch if e.seq not in settled]
         if left:
             await self.buffer.record_failure(
-                self.forwarder.name, left, "not confirmed by the destination"
+                self.forwarder.name,
+                left,
+                result.waiting_reason or "not confirmed by the destination",
             )
-            raise Transient(f"{len(left)} events of the batch were not confirmed")
+            why = result.waiting_reason or "not confirmed by the destination"
+            raise Transient(f"{len(left)} events of the batch wait: {why}")
         self.health.set_state(DestinationState.CONNECTED)
 
     async def _dead_letter(self, reasons: dict[int, str], batch: Sequence[ClaimedEvent]) -> None:
@@ -191,6 +192,18 @@ class DeliveryLoop:
                 int(self.settings.fatal_pause),
             )
         await asyncio.sleep(self.settings.fatal_pause)
+
+    def _check_idle_link(self) -> None:
+        """A forwarder whose library keeps the connection itself (MQTT) can say the link
+        dropped while nothing was sent; health shows it without waiting for a send."""
+        probe = getattr(self.forwarder, "link_problem", None)
+        if probe is None or not self._connected:
+            return
+        problem = probe()
+        if problem is not None:
+            self.health.set_state(DestinationState.DISCONNECTED, problem)
+        elif self.health.state is DestinationState.DISCONNECTED:
+            self.health.set_state(DestinationState.CONNECTED)
 
     async def _wait_for_events(self) -> None:
         self._wake.clear()

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from agent.config.models import EventType, MachineConfig
+from agent.config.common import EventType
+from agent.config.models import MachineConfig
 from agent.config.rules import AlarmRuleConfig
 from agent.events import AlarmData
 from agent.rules.base import Draft

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from agent.config.models import EventType
+from agent.config.common import EventType
 from agent.events import EventData
 from drivers.base import Sample
 

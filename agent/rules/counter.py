@@ -39,7 +39,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Self
 
-from agent.config.models import EventType, MachineConfig
+from agent.config.common import EventType
+from agent.config.models import MachineConfig
 from agent.config.rules import CounterMode, CounterRuleConfig
 from agent.events import ProductionCountData
 from agent.rules.base import Draft

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from agent.config.models import EventType, MachineConfig
+from agent.config.common import EventType
+from agent.config.models import MachineConfig
 from agent.config.rules import SampleRuleConfig
 from agent.events import SampleData
 from agent.rules.base import Draft

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from agent.config.models import EventType, MachineConfig
+from agent.config.common import EventType
+from agent.config.models import MachineConfig
 from agent.config.rules import MachineStateValue, StateRuleConfig
 from agent.events import MachineStateData
 from agent.rules.base import Draft

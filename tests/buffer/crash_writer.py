@@ -1,6 +1,6 @@
 """Helper for test_crash: append numbered events until killed.
 
-    python crash_writer.py DB START SYNCHRONOUS
+    python crash_writer.py DB START SYNCHRONOUS [MAX_SIZE]
 
 Opens the buffer (prints ``ready`` or ``moved <path>`` if it had to move a corrupt file
 aside), then three appender tasks take consecutive numbers from START on and append them
@@ -8,6 +8,9 @@ in small batches (id ``n:012d``, destination ``d``, state ``last`` = the batch's
 number). After each append returns (durably committed) it prints ``ack FIRST LAST`` and
 flushes. A fourth task claims and acks delivered events meanwhile, so kills also land
 in the middle of acks. Runs until killed.
+
+With MAX_SIZE (bytes) the buffer is bounded, every odd number is a ``sample`` and
+nothing is acked, so kills also land while the bound drops undelivered samples.
 """
 
 from __future__ import annotations
@@ -19,17 +22,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from buffer import EventRow, SqliteBuffer
+from buffer import BufferError, EventRow, SqliteBuffer
+
+BOUNDED = len(sys.argv) > 4
 
 
 def row(n: int) -> EventRow:
-    return EventRow(f"{n:012d}", "t", f"m{n % 4}", "2025-01-01T00:00:00+00:00", b"x" * 64, ("d",))
+    kind = ("production.count", "sample")[n % 2] if BOUNDED else "t"
+    return EventRow(f"{n:012d}", kind, f"m{n % 4}", "2025-01-01T00:00:00+00:00", b"x" * 64, ("d",))
 
 
 async def appender(buffer: SqliteBuffer, numbers: itertools.count[int], size: int) -> None:
     while True:
         batch = [next(numbers) for _ in range(size)]
-        await buffer.append([row(n) for n in batch], {"last": str(batch[-1])})
+        while True:
+            try:
+                await buffer.append([row(n) for n in batch], {"last": str(batch[-1])})
+                break
+            except BufferError:  # bounded and only counts left: wait, as the engine does
+                if not BOUNDED:
+                    raise
+                await asyncio.sleep(0.01)
         sys.stdout.write(f"ack {batch[0]} {batch[-1]}\n")
         sys.stdout.flush()
 
@@ -42,15 +55,17 @@ async def acker(buffer: SqliteBuffer) -> None:
         await asyncio.sleep(0.001)
 
 
-async def main(path: Path, start: int, synchronous: str) -> None:
-    buffer = await SqliteBuffer.open(path, synchronous=synchronous, commit_window=0.002)
+async def main(path: Path, start: int, synchronous: str, max_size: int | None) -> None:
+    buffer = await SqliteBuffer.open(
+        path, synchronous=synchronous, commit_window=0.002, max_size=max_size
+    )
     print(f"moved {buffer.corrupt_moved_to}" if buffer.corrupt_moved_to else "ready", flush=True)
     numbers = itertools.count(start)
-    await asyncio.gather(
-        *(appender(buffer, numbers, size) for size in (1, 5, 13)),
-        acker(buffer),
-    )
+    # Bounded: no acks, so the bound has undelivered samples to drop, not history.
+    ackers = [] if max_size else [acker(buffer)]
+    await asyncio.gather(*(appender(buffer, numbers, size) for size in (1, 5, 13)), *ackers)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+    bound = int(sys.argv[4]) if BOUNDED else None
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], bound))

@@ -57,9 +57,11 @@ def check_counters(conn: sqlite3.Connection, events: int) -> None:
     assert events == sum(n for (dest, _), n in counted.items() if dest == "d")
 
 
-def run_and_kill(path: Path, start: int, synchronous: str, rng: random.Random) -> list[str]:
+def run_and_kill(
+    path: Path, start: int, synchronous: str, rng: random.Random, *bound: str
+) -> list[str]:
     proc = subprocess.Popen(
-        [sys.executable, str(WRITER), str(path), str(start), synchronous],
+        [sys.executable, str(WRITER), str(path), str(start), synchronous, *bound],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -89,3 +91,65 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
                 acknowledged = max(acknowledged, int(line.split()[2]))
         stored = check_database(path, acknowledged)
     assert stored > 100  # the kills landed while it was busy, not before it began
+
+
+def check_bounded(path: Path, acknowledged: int) -> int:
+    """With the size bound dropping samples: every acknowledged count is there once, every
+    acknowledged sample is there or counted as dropped, the counters match the rows."""
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        stored = {int(i): t for i, t in conn.execute("SELECT id, type FROM events")}
+        # Commits keep append order, so what is committed is the numbers below ``last``
+        # + 1 (the state committed with the newest batch, also when its samples were refused).
+        last = conn.execute("SELECT value FROM rule_state WHERE key = 'last'").fetchone()
+        committed = int(last[0]) + 1 if last else 0
+        assert committed > acknowledged
+        counts = sorted(n for n, t in stored.items() if t == "production.count")
+        assert counts == list(range(0, committed, 2))  # none lost, none doubled
+        samples = sum(1 for t in stored.values() if t == "sample")
+        dropped = conn.execute(
+            "SELECT coalesce(sum(n), 0) FROM counters WHERE status LIKE 'dropped:%:sample'"
+        ).fetchone()[0]
+        assert samples + dropped == committed // 2  # each sample stored or counted, once
+        real = {
+            (d, s): n
+            for d, s, n in conn.execute(
+                "SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2"
+            )
+        }
+        kept = {
+            (d, s): n
+            for d, s, n in conn.execute("SELECT destination, status, n FROM counters")
+            if n and d
+        }
+        assert kept == real
+        assert conn.execute("SELECT n FROM counters WHERE status = 'events'").fetchone()[0] == (
+            len(stored)
+        )
+        return samples + len(counts)
+    finally:
+        conn.close()
+
+
+def test_sigkill_while_the_size_bound_drops_samples(tmp_path: Path) -> None:
+    rng = random.Random(20251123)
+    path = tmp_path / "bounded.db"
+    acknowledged = -1
+    dropped_any = False
+    for round_ in range(max(10, ROUNDS // 3)):
+        lines = run_and_kill(path, acknowledged + 1, "full", rng, str(256 * 1024))
+        for line in lines:
+            if line.startswith("ack ") and line.endswith("\n"):
+                acknowledged = max(acknowledged, int(line.split()[2]))
+        if acknowledged >= 0:
+            check_bounded(path, acknowledged)
+            conn = sqlite3.connect(path)
+            dropped_any = dropped_any or bool(
+                conn.execute(
+                    "SELECT count(*) FROM counters WHERE status LIKE 'dropped:%'"
+                ).fetchone()[0]
+            )
+            conn.close()
+        del round_
+    assert dropped_any  # the kills landed while the bound was dropping

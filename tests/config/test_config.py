@@ -75,6 +75,12 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
 
 INVALID = [
     pytest.param(
+        mutated(sources__0__type="modbus_tpc"),
+        "sources[0].type",
+        "unknown type 'modbus_tpc'; expected one of 'modbus_tcp', 'modbus_rtu', 'opcua'",
+        id="unknown-source-type",
+    ),
+    pytest.param(
         mutated(sources__0__scan_intervall="2s"),
         "sources[0].scan_intervall",
         "unknown key",

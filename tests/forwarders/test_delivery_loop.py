@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent.config.models import HttpDestinationConfig, RetryConfig
+from agent.config.common import RetryConfig
+from agent.config.models import HttpDestinationConfig
 from agent.forwarders.http import WebhookForwarder
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
 from agent.forwarders.receiver import EventReceiver

@@ -1,0 +1,215 @@
+"""Odoo's behaviour floorgate relies on, through floorgate's own transport.
+
+Runs against the stand-in by default and against a real Odoo when
+FLOORGATE_TEST_ODOO_URL / _DB / _KEY are set: if the stand-in and Odoo ever disagree,
+this suite is where it shows.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.forwarders.base import Fatal
+from agent.forwarders.odoo_config import OdooProtocol
+from agent.forwarders.odoo_mapping import PRODUCTIVITY_COLUMNS
+from agent.forwarders.odoo_transport import CallRejected, OdooTransport, major_version
+from tests.odoo.kit import OdooTarget
+from tests.odoo.standin import unique
+
+UTC_CONTEXT = {"tz": "UTC"}
+
+
+async def loss_id(target: OdooTarget, name: str) -> int:
+    rows = await target.search_read(
+        "mrp.workcenter.productivity.loss", [["name", "=", name]], ["id"]
+    )
+    return int(rows[0]["id"])
+
+
+def productivity_row(xid: str, workcenter: int, loss: int, start: str, end: str) -> list[str]:
+    return [xid, str(workcenter), str(loss), start, end, "contract test"]
+
+
+async def test_server_version_and_protocol_are_detected(target: OdooTarget) -> None:
+    assert target.rpc is not None
+    assert target.rpc.server_version
+    major = major_version(target.rpc.server_version)
+    expected = OdooProtocol.JSON2 if major >= 19 else OdooProtocol.JSONRPC
+    assert target.rpc.protocol is expected
+
+
+async def test_load_creates_then_updates_the_same_record(target: OdooTarget) -> None:
+    _, workcenter = await target.workcenter()
+    failure = await loss_id(target, "Equipment Failure")
+    xid = f"floorgate.{unique('contract').replace('-', '_')}"
+    opened = await target.call(
+        "mrp.workcenter.productivity",
+        "load",
+        fields=PRODUCTIVITY_COLUMNS,
+        data=[productivity_row(xid, workcenter, failure, "2026-03-02 06:00:00", "")],
+        context=UTC_CONTEXT,
+    )
+    assert opened["messages"] == [] and len(opened["ids"]) == 1
+    record = opened["ids"][0]
+    target.created.append(("mrp.workcenter.productivity", record))
+    state = await target.read("mrp.workcenter", [workcenter], ["working_state"])
+    assert state[0]["working_state"] == "blocked"
+    closed = await target.call(
+        "mrp.workcenter.productivity",
+        "load",
+        fields=PRODUCTIVITY_COLUMNS,
+        data=[
+            productivity_row(xid, workcenter, failure, "2026-03-02 06:00:00", "2026-03-02 06:10:00")
+        ],
+        context=UTC_CONTEXT,
+    )
+    assert closed["ids"] == [record]
+    rows = await target.read(
+        "mrp.workcenter.productivity", [record], ["date_start", "date_end", "duration"]
+    )
+    assert rows[0]["date_start"] == "2026-03-02 06:00:00"
+    assert rows[0]["date_end"] == "2026-03-02 06:10:00"
+    state = await target.read("mrp.workcenter", [workcenter], ["working_state"])
+    assert state[0]["working_state"] == "normal"
+
+
+async def test_load_reads_datetimes_in_the_user_timezone_unless_the_context_says_utc(
+    target: OdooTarget,
+) -> None:
+    _, workcenter = await target.workcenter()
+    failure = await loss_id(target, "Equipment Failure")
+    user = await target.call("res.users", "context_get")
+    results = {}
+    for context in (None, UTC_CONTEXT):
+        xid = f"floorgate.{unique('tz').replace('-', '_')}"
+        answer = await target.call(
+            "mrp.workcenter.productivity",
+            "load",
+            fields=PRODUCTIVITY_COLUMNS,
+            data=[productivity_row(xid, workcenter, failure, "2026-07-01 09:00:00", "")],
+            context=context,
+        )
+        record = answer["ids"][0]
+        target.created.append(("mrp.workcenter.productivity", record))
+        rows = await target.read("mrp.workcenter.productivity", [record], ["date_start"])
+        results[bool(context)] = rows[0]["date_start"]
+    assert results[True] == "2026-07-01 09:00:00"
+    if user.get("tz") == "Europe/Brussels":  # the stand-in's user; a real one may differ
+        assert results[False] == "2026-07-01 07:00:00"
+
+
+async def test_iso_datetimes_are_refused_with_a_value_error(target: OdooTarget) -> None:
+    _, workcenter = await target.workcenter()
+    failure = await loss_id(target, "Equipment Failure")
+    for bad in ("2026-03-02T06:00:00", "2026-03-02 06:00:00Z", "2026-03-02 06:00:00.123456"):
+        with pytest.raises(CallRejected) as caught:
+            await target.call(
+                "mrp.workcenter.productivity",
+                "create",
+                vals_list={"workcenter_id": workcenter, "loss_id": failure, "date_start": bad},
+            )
+        assert caught.value.error_name == "builtins.ValueError"
+
+
+async def test_a_create_list_is_one_transaction(target: OdooTarget) -> None:
+    name = unique("atomic")
+    with pytest.raises(CallRejected):
+        await target.call(
+            "maintenance.request",
+            "create",
+            vals_list=[{"name": name}, {"name": name, "request_date": "not a date"}],
+        )
+    assert await target.search_read("maintenance.request", [["name", "=", name]], ["id"]) == []
+
+
+async def test_load_refuses_the_whole_batch_and_names_the_failing_row(target: OdooTarget) -> None:
+    name = unique("poison")
+    columns = ["id", "name", "request_date"]
+    data = [
+        [f"floorgate.{unique('a').replace('-', '_')}", name, "2026-03-02"],
+        [f"floorgate.{unique('b').replace('-', '_')}", name, "2026-13-45"],
+        [f"floorgate.{unique('c').replace('-', '_')}", name, "2026-03-02"],
+    ]
+    answer = await target.call(
+        "maintenance.request", "load", fields=columns, data=data, context=UTC_CONTEXT
+    )
+    assert answer["ids"] is False
+    assert [m["record"] for m in answer["messages"] if m["type"] == "error"] == [1]
+    assert await target.search_read("maintenance.request", [["name", "=", name]], ["id"]) == []
+
+
+async def test_a_blocked_work_center_refuses_button_start(target: OdooTarget) -> None:
+    _, workcenter = await target.workcenter()
+    order = await target.order(workcenter, start=False)
+    failure = await loss_id(target, "Equipment Failure")
+    record = await target.create(
+        "mrp.workcenter.productivity",
+        {"workcenter_id": workcenter, "loss_id": failure, "date_start": "2026-03-02 06:00:00"},
+    )
+    assert record
+    with pytest.raises(CallRejected) as caught:
+        await target.call("mrp.workorder", "button_start", ids=[order["workorder"]])
+    assert caught.value.error_name == "odoo.exceptions.UserError"
+
+
+async def test_button_start_prefills_the_whole_quantity(target: OdooTarget) -> None:
+    _, workcenter = await target.workcenter()
+    order = await target.order(workcenter, qty=1000)
+    rows = await target.read("mrp.workorder", [order["workorder"]], ["qty_producing", "state"])
+    assert rows[0]["state"] == "progress"
+    assert rows[0]["qty_producing"] == 1000
+
+
+async def test_button_mark_done_returns_a_wizard_unless_told_to_backorder(
+    target: OdooTarget,
+) -> None:
+    _, workcenter = await target.workcenter()
+    order = await target.order(workcenter, qty=100)
+    await target.call(
+        "mrp.workorder", "write", ids=[order["workorder"]], vals={"qty_producing": 40}
+    )
+    wizard = await target.call("mrp.production", "button_mark_done", ids=[order["production"]])
+    assert isinstance(wizard, dict) and wizard["res_model"] == "mrp.production.backorder"
+    context = {"skip_backorder": True, "mo_ids_to_backorder": [order["production"]]}
+    done = await target.call(
+        "mrp.production", "button_mark_done", ids=[order["production"]], context=context
+    )
+    assert done is True or done is None or not isinstance(done, dict)
+    rows = await target.read("mrp.production", [order["production"]], ["state", "qty_produced"])
+    assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 40
+    backorders = await target.search_read(
+        "mrp.production",
+        [["product_id", "=", order["product"]], ["state", "!=", "done"]],
+        ["product_qty"],
+    )
+    assert [b["product_qty"] for b in backorders] == [60]
+
+
+async def test_scrap_of_a_product_not_in_stock_returns_the_insufficient_quantity_wizard(
+    target: OdooTarget,
+) -> None:
+    product = await target.product()
+    scrap = await target.create("stock.scrap", {"product_id": product, "scrap_qty": 3})
+    answer = await target.call("stock.scrap", "action_validate", ids=[scrap])
+    assert isinstance(answer, dict)
+    assert answer["res_model"] == "stock.warn.insufficient.qty.scrap"
+    rows = await target.read("stock.scrap", [scrap], ["state"])
+    assert rows[0]["state"] == "draft"
+    await target.call("stock.scrap", "do_scrap", ids=[scrap])
+    rows = await target.read("stock.scrap", [scrap], ["state"])
+    assert rows[0]["state"] == "done"
+
+
+async def test_a_wrong_api_key_is_fatal(target: OdooTarget) -> None:
+    transport = OdooTransport(
+        url=target.url,
+        database=target.database,
+        api_key="0" * 40,
+        protocol=OdooProtocol.AUTO,
+        login=target.login,
+        timeout=60.0,
+    )
+    with pytest.raises(Fatal):
+        await transport.open()
+        await transport.call("res.users", "context_get")
+    await transport.close()

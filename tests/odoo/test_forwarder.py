@@ -1,0 +1,401 @@
+"""The Odoo destination, batch by batch, against the stand-in (default) or a real Odoo
+(FLOORGATE_TEST_ODOO_URL / _DB / _KEY): the records it leaves are checked in Odoo."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config.rules import CountKind, MachineStateValue
+from agent.forwarders.base import SendResult, Transient
+from agent.forwarders.odoo import OdooForwarder
+from agent.forwarders.odoo_mapping import external_id
+from buffer.rows import ClaimedEvent
+from tests.odoo.kit import Machine, OdooTarget, at, claimed, odoo_time
+from tests.odoo.standin import unique
+
+RUNNING, DOWN, IDLE = MachineStateValue.RUNNING, MachineStateValue.DOWN, MachineStateValue.IDLE
+
+
+@asynccontextmanager
+async def connected(forwarder: OdooForwarder) -> AsyncIterator[OdooForwarder]:
+    await forwarder.connect()
+    try:
+        yield forwarder
+    finally:
+        await forwarder.close()
+
+
+async def send(forwarder: OdooForwarder, batch: list[ClaimedEvent]) -> SendResult:
+    result = await forwarder.send(batch)
+    assert not set(result.delivered) & set(result.rejected), "an event both delivered and rejected"
+    return result
+
+
+async def intervals(target: OdooTarget, workcenter: int) -> list[dict[str, Any]]:
+    return await target.search_read(
+        "mrp.workcenter.productivity",
+        [["workcenter_id", "=", workcenter]],
+        ["date_start", "date_end", "loss_id"],
+    )
+
+
+def loss_names(rows: list[dict[str, Any]]) -> list[str]:
+    return [row["loss_id"][1] for row in rows]
+
+
+async def test_a_downtime_is_one_record_opened_then_closed(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    press = Machine("press1")
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    async with connected(forwarder):
+        first = [press.state(RUNNING, at(0)), press.state(DOWN, at(5), "equipment_failure")]
+        result = await send(forwarder, claimed(*first))
+        assert len(result.delivered) == 2 and not result.rejected
+        state = await target.read("mrp.workcenter", [workcenter], ["working_state"])
+        assert state[0]["working_state"] == "blocked"
+        result = await send(forwarder, claimed(press.state(RUNNING, at(12))))
+        assert len(result.delivered) == 1
+    rows = await intervals(target, workcenter)
+    assert [(r["date_start"], r["date_end"]) for r in rows] == [
+        (odoo_time(at(5)), odoo_time(at(12)))
+    ]
+    assert loss_names(rows) == ["Equipment Failure"]
+    state = await target.read("mrp.workcenter", [workcenter], ["working_state"])
+    assert state[0]["working_state"] == "normal"
+
+
+async def test_losses_follow_the_reason_then_the_state(target: OdooTarget, tmp_path: Path) -> None:
+    code, workcenter = await target.workcenter()
+    press = Machine("press1")
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    events = [
+        press.state(RUNNING, at(0)),
+        press.state(IDLE, at(1), "material_shortage"),
+        press.state(RUNNING, at(2)),
+        press.state(MachineStateValue.STOPPED, at(3), "setup"),
+        press.state(RUNNING, at(4)),
+        press.state(DOWN, at(5), "code_77"),
+        press.state(RUNNING, at(6)),
+        press.state(IDLE, at(7)),  # idle without a reason: planned time, not logged
+        press.state(RUNNING, at(8)),
+    ]
+    async with connected(forwarder):
+        result = await send(forwarder, claimed(*events))
+    assert len(result.delivered) == len(events)
+    rows = sorted(await intervals(target, workcenter), key=lambda r: r["date_start"])
+    assert loss_names(rows) == [
+        "Material Availability",
+        "Setup and Adjustments",
+        "Equipment Failure",
+    ]
+    assert all(r["date_end"] for r in rows)
+
+
+async def test_running_periods_are_logged_as_fully_productive_when_asked(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    press = Machine("press1")
+    forwarder = target.forwarder(
+        tmp_path, machine_map={"press1": {"work_center": code}}, log_running=True
+    )
+    events = [press.state(RUNNING, at(0)), press.state(DOWN, at(3)), press.state(RUNNING, at(4))]
+    async with connected(forwarder):
+        await send(forwarder, claimed(*events))
+    rows = sorted(await intervals(target, workcenter), key=lambda r: r["date_start"])
+    assert loss_names(rows) == [
+        "Fully Productive Time",
+        "Equipment Failure",
+        "Fully Productive Time",
+    ]
+    assert [bool(r["date_end"]) for r in rows] == [True, True, False]
+
+
+async def test_a_batch_sent_twice_leaves_odoo_as_if_sent_once(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    order = await target.order(workcenter, qty=1000)
+    press = Machine("press1")
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    batch = claimed(
+        press.state(RUNNING, at(0)),
+        press.count(5, at(1)),
+        press.state(DOWN, at(2)),
+        press.alarm(True, at(2)),
+        press.state(RUNNING, at(3)),
+        press.count(7, at(4)),
+        press.alarm(False, at(4), value=70.0),
+    )
+    async with connected(forwarder):
+        for _ in range(2):
+            result = await send(forwarder, batch)
+            assert len(result.delivered) == len(batch) and not result.rejected
+    # and once more after a restart (a crash between Odoo's answer and the ack)
+    async with connected(
+        target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    ) as again:
+        await send(again, batch)
+    assert len(await intervals(target, workcenter)) == 1
+    workorder = await target.read("mrp.workorder", [order["workorder"]], ["qty_producing"])
+    assert workorder[0]["qty_producing"] == 12
+    requests = await target.search_read(
+        "maintenance.request", [["name", "=", "press1: alarm hot"]], ["description"]
+    )
+    mine = [r for r in requests if batch[3].id in r["description"]]
+    assert len(mine) == 1
+    assert mine[0]["description"].count("Cleared at") == 1
+
+
+async def test_counts_are_an_absolute_total_per_order_from_zero(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    first = await target.order(workcenter, qty=1000)
+    # button_start pre-filled the whole quantity: not a count
+    rows = await target.read("mrp.workorder", [first["workorder"]], ["qty_producing"])
+    assert rows[0]["qty_producing"] == 1000
+    press = Machine("press1")
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    async with connected(forwarder):
+        await send(forwarder, claimed(press.count(3, at(1)), press.count(4, at(2))))
+        rows = await target.read("mrp.workorder", [first["workorder"]], ["qty_producing"])
+        assert rows[0]["qty_producing"] == 7
+        await target.call(
+            "mrp.production",
+            "button_mark_done",
+            ids=[first["production"]],
+            context={"skip_backorder": True},
+        )
+        second = await target.order(workcenter, qty=50)
+        await send(forwarder, claimed(press.count(2, at(3))))
+    rows = await target.read("mrp.workorder", [second["workorder"]], ["qty_producing"])
+    assert rows[0]["qty_producing"] == 2
+
+
+async def test_counts_with_no_work_order_wait_and_say_why(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    press = Machine("press1")
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    counts = claimed(press.count(3, at(1)))
+    async with connected(forwarder):
+        with pytest.raises(Transient) as caught:
+            await send(forwarder, counts)
+        assert "no work order in progress" in str(caught.value) and code in str(caught.value)
+        order = await target.order(workcenter, qty=100)
+        result = await send(forwarder, counts)
+    assert result.delivered == [counts[0].seq]
+    rows = await target.read("mrp.workorder", [order["workorder"]], ["qty_producing"])
+    assert rows[0]["qty_producing"] == 3
+
+
+async def test_downtimes_flow_while_the_same_machines_counts_wait(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    press = Machine("press1")
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    batch = claimed(
+        press.state(RUNNING, at(0)),
+        press.count(3, at(1)),
+        press.state(DOWN, at(2)),
+        press.count(4, at(3)),
+        press.state(RUNNING, at(4)),
+    )
+    async with connected(forwarder):
+        result = await send(forwarder, batch)
+        assert sorted(result.delivered) == [batch[0].seq, batch[2].seq, batch[4].seq]
+        assert not result.rejected
+        order = await target.order(workcenter, qty=100)
+        result = await send(forwarder, [batch[1], batch[3]])
+    assert sorted(result.delivered) == [batch[1].seq, batch[3].seq]
+    rows = await intervals(target, workcenter)
+    assert [(r["date_start"], r["date_end"]) for r in rows] == [
+        (odoo_time(at(2)), odoo_time(at(4)))
+    ]
+    rows = await target.read("mrp.workorder", [order["workorder"]], ["qty_producing"])
+    assert rows[0]["qty_producing"] == 7
+
+
+async def test_counts_with_no_work_order_can_be_dead_lettered(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, _ = await target.workcenter()
+    press = Machine("press1")
+    forwarder = target.forwarder(
+        tmp_path, machine_map={"press1": {"work_center": code}}, no_work_order="dead_letter"
+    )
+    counts = claimed(press.count(3, at(1)))
+    async with connected(forwarder):
+        result = await send(forwarder, counts)
+    assert list(result.rejected) == [counts[0].seq]
+    assert "no work order in progress" in result.rejected[counts[0].seq]
+
+
+async def test_a_missing_work_center_holds_only_that_machine(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    good, lost = Machine("press1"), Machine("press9")
+    forwarder = target.forwarder(
+        tmp_path,
+        machine_map={"press1": {"work_center": code}, "press9": {"work_center": "NO-SUCH-WC"}},
+    )
+    batch = claimed(
+        good.state(RUNNING, at(0)),
+        lost.state(DOWN, at(0)),
+        lost.state(RUNNING, at(1)),
+        good.state(DOWN, at(1)),
+    )
+    async with connected(forwarder):
+        result = await send(forwarder, batch)
+        assert sorted(result.delivered) == [batch[0].seq, batch[3].seq]
+        assert not result.rejected
+        # The loop shows this as the destination's last error (not "not confirmed").
+        assert result.waiting_reason is not None
+        assert "press9" in result.waiting_reason and "NO-SUCH-WC" in result.waiting_reason
+        with pytest.raises(Transient) as caught:
+            await send(forwarder, batch[1:3])
+    assert "work center 'NO-SUCH-WC' not found" in str(caught.value)
+    assert len(await intervals(target, workcenter)) == 1
+
+
+async def test_a_poison_row_is_dead_lettered_and_the_rest_go_through(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code_a, workcenter_a = await target.workcenter()
+    code_b, workcenter_b = await target.workcenter()
+    a, b = Machine("pressA"), Machine("pressB")
+    forwarder = target.forwarder(
+        tmp_path,
+        machine_map={"pressA": {"work_center": code_a}, "pressB": {"work_center": code_b}},
+    )
+    async with connected(forwarder):
+        # the first lookup caches every work center, B's too
+        await send(forwarder, claimed(a.state(DOWN, at(0))))
+        # B's work center disappears after it was cached: B's row names a dead id
+        await target.call("mrp.workcenter", "unlink", ids=[workcenter_b])
+        batch = claimed(a.state(RUNNING, at(1)), b.state(DOWN, at(1)), a.state(DOWN, at(2)))
+        result = await send(forwarder, batch)
+    assert sorted(result.delivered) == [batch[0].seq, batch[2].seq]
+    assert list(result.rejected) == [batch[1].seq]
+    reason = result.rejected[batch[1].seq]
+    assert external_id("gw-test", "state", batch[1].id) in reason
+    assert str(workcenter_b) in reason
+    rows = sorted(await intervals(target, workcenter_a), key=lambda r: r["date_start"])
+    assert [(r["date_start"], r["date_end"]) for r in rows] == [
+        (odoo_time(at(0)), odoo_time(at(1))),
+        (odoo_time(at(2)), False),
+    ]
+
+
+async def test_scrap_is_forced_by_default_and_left_draft_on_check(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code_a, workcenter_a = await target.workcenter()
+    code_b, workcenter_b = await target.workcenter()
+    order_a = await target.order(workcenter_a)
+    order_b = await target.order(workcenter_b)
+    a, b = Machine("pressA"), Machine("pressB")
+    forwarder = target.forwarder(
+        tmp_path,
+        machine_map={
+            "pressA": {"work_center": code_a},
+            "pressB": {"work_center": code_b, "scrap": "check"},
+        },
+    )
+    batch = claimed(a.count(2, at(1), CountKind.SCRAP), b.count(3, at(1), CountKind.SCRAP))
+    async with connected(forwarder):
+        result = await send(forwarder, batch)
+        assert len(result.delivered) == 2
+        await send(forwarder, batch)  # a repeat neither duplicates nor re-validates
+    scraps = {}
+    for order in (order_a, order_b):
+        rows = await target.search_read(
+            "stock.scrap", [["production_id", "=", order["production"]]], ["state", "scrap_qty"]
+        )
+        scraps[order["production"]] = [(r["state"], r["scrap_qty"]) for r in rows]
+    assert scraps[order_a["production"]] == [("done", 2)]
+    assert scraps[order_b["production"]] == [("draft", 3)]
+
+
+async def test_finish_orders_closes_the_order_with_a_backorder(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    order = await target.order(workcenter, qty=10)
+    press = Machine("press1")
+    forwarder = target.forwarder(
+        tmp_path, machine_map={"press1": {"work_center": code}}, finish_orders=True
+    )
+    async with connected(forwarder):
+        await send(forwarder, claimed(press.count(6, at(1))))
+        rows = await target.read("mrp.production", [order["production"]], ["state"])
+        assert rows[0]["state"] != "done"
+        await send(forwarder, claimed(press.count(4, at(2))))
+    rows = await target.read("mrp.production", [order["production"]], ["state", "qty_produced"])
+    assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 10
+
+
+async def test_an_order_signal_picks_the_order_and_its_change_finishes_it(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    first = await target.order(workcenter, qty=100)
+    second = await target.order(workcenter, qty=100, start=False)
+    press = Machine("press1")
+    mapping = {"work_center": code, "order_signal": "press1.order"}
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": mapping}, finish_orders=True)
+    async with connected(forwarder):
+        await send(
+            forwarder,
+            claimed(
+                press.sample("press1.order", first["name"], at(0)),
+                press.count(5, at(1)),
+                press.sample("press1.order", second["name"], at(2)),
+                press.count(8, at(3)),
+            ),
+        )
+        rows = await target.read("mrp.workorder", [second["workorder"]], ["qty_producing"])
+        assert rows[0]["qty_producing"] == 8
+        # the order signal drops to 0 (no order) in a batch without counts
+        await send(forwarder, claimed(press.sample("press1.order", 0, at(4))))
+    rows = await target.read("mrp.production", [first["production"]], ["state", "qty_produced"])
+    assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 5
+    rows = await target.read("mrp.production", [second["production"]], ["state", "qty_produced"])
+    assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 8
+
+
+async def test_equipment_and_scrap_product_are_looked_up_by_reference(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    order = await target.order(workcenter)
+    serial = unique("SN")
+    equipment = await target.create("maintenance.equipment", {"name": "Press", "serial_no": serial})
+    reference = unique("SCRAP")
+    product = await target.create("product.product", {"name": "Offcut", "default_code": reference})
+    press = Machine("press1")
+    mapping = {"work_center": code, "equipment": serial, "scrap_product": reference}
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": mapping})
+    batch = claimed(press.alarm(True, at(1)), press.count(2, at(1), CountKind.SCRAP))
+    async with connected(forwarder):
+        result = await send(forwarder, batch)
+    assert len(result.delivered) == 2
+    requests = await target.search_read(
+        "maintenance.request", [["equipment_id", "=", equipment]], ["priority", "maintenance_type"]
+    )
+    assert [(r["priority"], r["maintenance_type"]) for r in requests] == [("3", "corrective")]
+    scraps = await target.search_read(
+        "stock.scrap", [["production_id", "=", order["production"]]], ["product_id", "state"]
+    )
+    assert [(s["product_id"][0], s["state"]) for s in scraps] == [(product, "done")]

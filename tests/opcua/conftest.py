@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers.opcua_sim import OpcUaSimulator
+from drivers.simulator import SimulatedLine
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[OpcUaSimulator]:
+    """The simulated line on OPC UA (any free port), stepping every 0.05 s."""
+    async with OpcUaSimulator(SimulatedLine(seed=3), tick=0.05) as sim:
+        await sim.start()
+        yield sim
