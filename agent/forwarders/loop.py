@@ -84,7 +84,6 @@ class DeliveryLoop:
                     await self._pause_after_fatal(exc)
                     continue
                 await self._wait_for_events()
-                self._check_idle_link()
         finally:
             await self._disconnect()
 
@@ -112,7 +111,7 @@ class DeliveryLoop:
             self.health.set_state(DestinationState.CONNECTED)
         batch = await self.buffer.claim(self.forwarder.name, self.settings.batch_size)
         if not batch:
-            self.health.set_state(DestinationState.CONNECTED)
+            self._check_idle_link()
             return False
         await self._send(batch)
         return True
@@ -194,15 +193,16 @@ class DeliveryLoop:
         await asyncio.sleep(self.settings.fatal_pause)
 
     def _check_idle_link(self) -> None:
-        """A forwarder whose library keeps the connection itself (MQTT) can say the link
-        dropped while nothing was sent; health shows it without waiting for a send."""
+        """Idle and connected as far as the loop knows. A forwarder whose library keeps
+        the connection itself (MQTT) can say the link dropped while nothing was sent;
+        health shows it without waiting for a send."""
         probe = getattr(self.forwarder, "link_problem", None)
-        if probe is None or not self._connected:
+        if not self._connected:
             return
-        problem = probe()
+        problem = probe() if probe is not None else None
         if problem is not None:
             self.health.set_state(DestinationState.DISCONNECTED, problem)
-        elif self.health.state is DestinationState.DISCONNECTED:
+        else:
             self.health.set_state(DestinationState.CONNECTED)
 
     async def _wait_for_events(self) -> None:
