@@ -18,6 +18,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.codecs import DataType
+from drivers.secrets import Secret
 from drivers.units import Duration, format_duration
 
 
@@ -49,38 +50,6 @@ class SecurityMode(enum.StrEnum):
 class DeadbandType(enum.StrEnum):
     ABSOLUTE = "absolute"
     PERCENT = "percent"
-
-
-class SecretRef(_Strict):
-    """A password is never written in the YAML: name a file or a systemd credential.
-
-    Same shape as the agent's Secret; drivers do not import the agent package."""
-
-    file: Path | None = Field(default=None, description="File holding the secret.")
-    credential: str | None = Field(
-        default=None,
-        description="Name of a systemd credential (LoadCredential=), read from "
-        "$CREDENTIALS_DIRECTORY.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_inline(cls, data: object) -> object:
-        if isinstance(data, str):
-            raise ValueError(
-                "secrets are never written in the YAML: use {file: /path/to/file} or "
-                "{credential: NAME} (a systemd LoadCredential= name)"
-            )
-        return data
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.file is None) == (self.credential is None):
-            raise ValueError("give exactly one of file or credential")
-        return self
-
-    def describe(self) -> str:
-        return f"file {self.file}" if self.file else f"credential {self.credential}"
 
 
 class OpcUaSecurityConfig(_Strict):
@@ -223,7 +192,7 @@ class OpcUaConfig(_Strict):
     )
     security: OpcUaSecurityConfig = Field(default_factory=OpcUaSecurityConfig)
     username: str | None = Field(default=None, description="User name; anonymous when unset.")
-    password: SecretRef | None = Field(
+    password: Secret | None = Field(
         default=None, description="Password of username: {file: ...} or {credential: ...}."
     )
     signals: list[OpcUaSignalConfig] = Field(min_length=1)

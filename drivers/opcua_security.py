@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +28,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from drivers.base import DriverError
 from drivers.opcua_config import (
     OpcUaConfig,
-    SecretRef,
     SecurityMode,
     SecurityPolicy,
 )
+from drivers.secrets import Secret, SecretError, read_secret
 
 log = logging.getLogger("floorgate.drivers.opcua")
 
@@ -57,22 +56,13 @@ def thumbprint(der: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def read_secret(ref: SecretRef) -> str:
-    """The secret's text (trailing newline removed); a clear error naming the place."""
-    if ref.file is not None:
-        path = ref.file
-    else:
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise SecuritySetupError(
-                f"credential {ref.credential!r}: $CREDENTIALS_DIRECTORY is not set "
-                "(LoadCredential= in the unit file)"
-            )
-        path = Path(directory) / str(ref.credential)
+def read_password(ref: Secret) -> str:
+    """The password, read at every attempt (a fixed file is picked up without a restart);
+    read through drivers.secrets so the log formatter masks it."""
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise SecuritySetupError(f"cannot read password ({ref.describe()}): {exc}") from None
+        return read_secret(ref)
+    except SecretError as exc:
+        raise SecuritySetupError(f"cannot read password: {exc}") from None
 
 
 def default_application_uri() -> str:
@@ -178,7 +168,7 @@ async def apply_security(config: OpcUaConfig, client: Client, state_dir: Path) -
     client.name = client.description = f"floorgate {config.name}"
     if config.username is not None and config.password is not None:
         client.set_user(config.username)
-        client.set_password(read_secret(config.password))
+        client.set_password(read_password(config.password))
     if not security.secured:
         return None
     identity = await client_identity(config, client, state_dir)

@@ -4,11 +4,10 @@ destination types that live in their own modules (OPC UA, MQTT, Odoo)."""
 from __future__ import annotations
 
 import enum
-from pathlib import Path
-from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.secrets import Secret as Secret  # re-exported: configs import it from here
 from drivers.units import Duration
 
 NAME_PATTERN = r"^[A-Za-z0-9_\-]+$"
@@ -16,36 +15,6 @@ NAME_PATTERN = r"^[A-Za-z0-9_\-]+$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Secret(_Strict):
-    """A secret is never written in the YAML: name a file or a systemd credential."""
-
-    file: Path | None = Field(default=None, description="File holding the secret.")
-    credential: str | None = Field(
-        default=None,
-        description="Name of a systemd credential (LoadCredential=), read from "
-        "$CREDENTIALS_DIRECTORY.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_inline(cls, data: object) -> object:
-        if isinstance(data, str):
-            raise ValueError(
-                "secrets are never written in the YAML: use {file: /path/to/file} or "
-                "{credential: NAME} (a systemd LoadCredential= name)"
-            )
-        return data
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.file is None) == (self.credential is None):
-            raise ValueError("give exactly one of file or credential")
-        return self
-
-    def describe(self) -> str:
-        return f"file {self.file}" if self.file else f"credential {self.credential}"
 
 
 class EventType(enum.StrEnum):
