@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     setup_logging(config.agent.log_level.value)
     try:
-        asyncio.run(serve(args.config))
+        asyncio.run(serve(args.config, config))
     except OSError as exc:  # e.g. the health port is taken, the state dir is not writable
         logging.getLogger("floorgate").error("cannot start: %s", exc)
         return EX_UNAVAILABLE

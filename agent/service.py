@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.loader import ConfigError, load_config
+from agent.config.models import FloorgateConfig
 from agent.reload import ReloadRefused
 from agent.report import health_report
 from agent.runtime import Agent
@@ -68,9 +69,10 @@ def config_checksum(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-async def serve(path: Path) -> None:
-    """Run until SIGTERM/SIGINT. The config at ``path`` was validated by the caller."""
-    config = load_config(path)
+async def serve(path: Path, config: FloorgateConfig) -> None:
+    """Run until SIGTERM/SIGINT. ``config`` is what the caller loaded from ``path`` (loaded
+    once: a second copy would stay in memory for the agent's whole life); ``path`` is
+    read again on SIGHUP."""
     agent = Agent(config, config_checksum=config_checksum(path))
     notifier = SystemdNotifier()
     wake = asyncio.Event()

@@ -1,0 +1,272 @@
+"""What every floorgate benchmark shares: the row format, the command line, /proc readings
+and the table.
+
+A row is the JSON object of the benchmark convention (see bench/run.py)::
+
+    {"scenario", "figure", "value", "unit", "ceiling", "ceiling_label", "ratio",
+     "target", "met"}
+
+``ratio`` is always value / ceiling. For a rate the ceiling is what the bare library
+reaches, so 0.6 means 60 % of it; for a time or a size the "ceiling" is the floor a bare
+interpreter pays, so 2.0 means twice that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+
+Row = dict[str, Any]
+
+
+def row(
+    scenario: str,
+    figure: str,
+    value: float,
+    unit: str,
+    *,
+    ceiling: float | None = None,
+    ceiling_label: str | None = None,
+    target: str | None = None,
+    met: bool | None = None,
+) -> Row:
+    ratio = value / ceiling if ceiling else None
+    return {
+        "scenario": scenario,
+        "figure": figure,
+        "value": float(value),
+        "unit": unit,
+        "ceiling": None if ceiling is None else float(ceiling),
+        "ceiling_label": ceiling_label,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+    }
+
+
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """The two options every benchmark takes, plus whatever the caller adds."""
+    first_line = description.strip().splitlines()[0] if description else None
+    cli = argparse.ArgumentParser(description=first_line)
+    cli.add_argument("--quick", action="store_true", help="a short run (figures less stable)")
+    cli.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    return cli
+
+
+def finish(rows: Sequence[Row], json_path: Path | None) -> None:
+    """Print the table and, when asked, write the rows as JSON."""
+    print(format_table(rows))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(list(rows), indent=1))
+
+
+# -- figures -------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: int) -> float:
+    if not values:
+        return math.nan
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (its threads included)."""
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time per thread id of a process (the main thread's id is the pid)."""
+    found: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found[int(task.name)] = _stat_cpu(task / "stat")
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+    return found
+
+
+def _stat_cpu(path: Path) -> float:
+    text = path.read_text()
+    # The command name (field 2) may hold spaces: split after its closing parenthesis.
+    fields = text[text.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (peak RSS), RssAnon... of a process, in bytes."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if name.startswith(("Vm", "Rss")) and len(parts) == 2 and parts[1] == "kB":
+            found[name] = int(parts[0]) * 1024
+    return found
+
+
+class CpuMeter:
+    """CPU % of one core used by a process between start() and stop()."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._cpu = 0.0
+        self._wall = 0.0
+
+    def start(self) -> None:
+        self._cpu = cpu_seconds(self.pid)
+        self._wall = time.monotonic()
+
+    def stop(self) -> float:
+        cpu = cpu_seconds(self.pid) - self._cpu
+        wall = time.monotonic() - self._wall
+        return 100.0 * cpu / wall
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    total = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(total / 1024**3, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "kernel": os.uname().release,
+    }
+
+
+# -- the table -----------------------------------------------------------------------
+
+COLUMNS = ("scenario", "figure", "value", "ceiling", "ratio", "target", "met")
+
+
+def _number(value: float | None, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def _cells(item: Row) -> list[str]:
+    ceiling = _number(item.get("ceiling"))
+    if item.get("ceiling_label") and item.get("ceiling") is not None:
+        ceiling = f"{ceiling} ({item['ceiling_label']})"
+    ratio = item.get("ratio")
+    met = item.get("met")
+    return [
+        str(item.get("scenario", "?")),
+        str(item.get("figure", "?")),
+        _number(item.get("value"), str(item.get("unit") or "")),
+        ceiling,
+        "-" if ratio is None else f"{ratio:.2f}",
+        str(item.get("target") or "-"),
+        "-" if met is None else ("yes" if met else "NO"),
+    ]
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    cells = [list(COLUMNS), *(_cells(item) for item in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True))
+        for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- the agent as a process ------------------------------------------------------------
+
+
+class NotifySocket:
+    """The datagram socket systemd would hold ($NOTIFY_SOCKET): tells when READY=1 came."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.setblocking(False)
+
+    async def wait_ready(self) -> float:
+        """perf_counter() when a message holding READY=1 arrived (wrap in a timeout)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await loop.sock_recv(self._sock, 4096)
+            if b"READY=1" in message.split(b"\n"):
+                return time.perf_counter()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def start_agent(
+    config: Path, log: Path, notify: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`floorgate run --config` as systemd would start it (NOTIFY_SOCKET when given)."""
+    extra = {"PYTHONUNBUFFERED": "1", **(env or {})}
+    if notify is not None:
+        extra["NOTIFY_SOCKET"] = str(notify)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **extra},
+        )
+
+
+async def stop_agent(proc: subprocess.Popen[bytes], grace: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL if it has not stopped within ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(proc.wait, grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return await asyncio.to_thread(proc.wait)
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,273 @@
+"""HTTP drain benchmark: a buffered backlog delivered to middleware on loopback.
+
+    .venv/bin/python bench/http_drain_bench.py [--quick] [--json PATH]
+
+A real SqliteBuffer (WAL, synchronous FULL) holding a backlog of production.count events
+(200,000; 20,000 with --quick) is drained by the agent's own DeliveryLoop and
+WebhookForwarder (batches of 500, claim -> POST -> ack) into a receiver running in its
+own process, so the receiver's CPU is not taken from the agent. Two receivers:
+
+- ``floorgate``: agent.forwarders.receiver.EventReceiver, the demo/test receiver that
+  parses every event and keeps it by id;
+- ``lean``: an aiohttp handler that reads the body and answers 200 (what a middleware
+  that queues the raw batch does).
+
+The ceiling, per receiver, is a bare httpx client POSTing the same pre-serialised
+500-event bodies one after another to a fresh receiver of the same kind: no buffer, no
+claim, no ack. The receiver's CPU share is printed too: near 100 % means the receiver,
+not the agent, is the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from aiohttp import web
+
+from agent.config.common import RetryConfig
+from agent.config.models import HttpDestinationConfig
+from agent.events import Event, ProductionCountData, format_sequence, uuid7
+from agent.forwarders.http import CONTENT_TYPE, WebhookForwarder
+from agent.forwarders.loop import DeliveryLoop, DeliverySettings
+from agent.forwarders.receiver import EventReceiver
+from agent.status import DestinationHealth
+from bench.common import CpuMeter, Row, cpu_seconds, finish, parser, row
+from buffer.rows import EventRow
+from buffer.sqlite import SqliteBuffer
+
+SCENARIO = "drain to HTTP"
+DESTINATION = "middleware"
+BATCH = 500
+TARGET_RATE = 50_000
+RECEIVERS = ("floorgate", "lean")
+
+
+# -- the receiver process ----------------------------------------------------------
+
+
+async def serve(kind: str) -> None:
+    """Run one receiver on a free loopback port, print the port, serve until stdin ends."""
+    if kind == "floorgate":
+        receiver = EventReceiver()
+        port = await receiver.start()
+        stop = receiver.stop
+    else:
+
+        async def accept(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(text='{"accepted":true}', content_type="application/json")
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/events", accept)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = int(runner.addresses[0][1])
+        stop = runner.cleanup
+    print(port, flush=True)
+    await asyncio.to_thread(sys.stdin.read)  # the benchmark closes our stdin to stop us
+    await stop()
+
+
+@contextlib.asynccontextmanager
+async def receiver_process(kind: str) -> AsyncIterator[tuple[str, CpuMeter]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        kind,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            port = int((await proc.stdout.readline()).decode().strip())
+        yield f"http://127.0.0.1:{port}/events", CpuMeter(proc.pid)
+    finally:
+        proc.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+# -- the backlog -------------------------------------------------------------------
+
+
+def backlog_rows(count: int) -> list[EventRow]:
+    """Real production.count events, as the engine would have buffered them."""
+    now = datetime.now(UTC)
+    data = ProductionCountData.model_validate(
+        {
+            "machine": "press-07",
+            "signal": "press-07.good",
+            "kind": "good",
+            "quantity": 12,
+            "window_start": now,
+            "window_end": now,
+        }
+    )
+    rows = []
+    for n in range(count):
+        event = Event(
+            id=uuid7(),
+            source=f"/plant/stamping/line1/press-{n % 16:02d}",
+            type="production.count",
+            time=now,
+            sequence=format_sequence(n + 1),
+            agentid="bench",
+            data=data,
+        )
+        rows.append(
+            EventRow(
+                id=event.id,
+                type="production.count",
+                key=f"press-{n % 16:02d}",
+                time=now.isoformat(),
+                payload=event.to_json(),
+                destinations=(DESTINATION,),
+            )
+        )
+    return rows
+
+
+class CountingBuffer(SqliteBuffer):
+    """Sets ``drained`` once ``expected`` deliveries were acknowledged (durably)."""
+
+    expected = 0
+    acked = 0
+    drained: asyncio.Event | None = None
+
+    async def ack(self, destination: str, seqs: Sequence[int]) -> None:
+        await super().ack(destination, seqs)
+        self.acked += len(seqs)
+        if self.drained is not None and self.acked >= self.expected:
+            self.drained.set()
+
+
+async def drain(
+    path: Path, rows: list[EventRow], url: str, cpu: CpuMeter
+) -> tuple[float, float, float]:
+    """Events/s through DeliveryLoop + WebhookForwarder, the receiver's CPU % and the
+    agent's CPU µs per event (this process: the loop, httpx and the SQLite threads)."""
+    buffer = await CountingBuffer.open(path, synchronous="full")
+    try:
+        for first in range(0, len(rows), 1000):
+            await buffer.append(rows[first : first + 1000])
+        assert isinstance(buffer, CountingBuffer)
+        buffer.expected, buffer.drained = len(rows), asyncio.Event()
+        config = HttpDestinationConfig.model_validate(
+            {"name": DESTINATION, "type": "http", "url": url, "batch_size": BATCH}
+        )
+        health = DestinationHealth(name=DESTINATION, type="http")
+        loop = DeliveryLoop(
+            WebhookForwarder(config),
+            buffer,
+            DeliverySettings(batch_size=BATCH, retry=RetryConfig()),
+            health,
+            asyncio.Event(),
+        )
+        agent_cpu = cpu_seconds(os.getpid())
+        cpu.start()
+        began = time.perf_counter()
+        task = asyncio.create_task(loop.run())
+        try:
+            async with asyncio.timeout(300):
+                await buffer.drained.wait()
+            elapsed = time.perf_counter() - began
+            receiver_cpu = cpu.stop()
+            agent_cpu = cpu_seconds(os.getpid()) - agent_cpu
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if health.dead:
+            raise RuntimeError(f"{health.dead} events dead-lettered: {health.last_error}")
+    finally:
+        await buffer.close()
+    return len(rows) / elapsed, receiver_cpu, agent_cpu / len(rows) * 1e6
+
+
+async def bare_httpx(rows: list[EventRow], url: str, cpu: CpuMeter) -> tuple[float, float]:
+    """Events/s of sequential POSTs of pre-serialised 500-event bodies, receiver CPU %."""
+    bodies = [
+        b"[" + b",".join(r.payload for r in rows[i : i + BATCH]) + b"]"
+        for i in range(0, len(rows), BATCH)
+    ]
+    headers = {"Content-Type": CONTENT_TYPE}
+    async with httpx.AsyncClient(timeout=30) as client:
+        await client.post(url, content=b"[]", headers=headers)  # open the connection
+        cpu.start()
+        start = time.perf_counter()
+        for body in bodies:
+            response = await client.post(url, content=body, headers=headers)
+            response.raise_for_status()
+        elapsed = time.perf_counter() - start
+    return len(rows) / elapsed, cpu.stop()
+
+
+async def run(quick: bool) -> list[Row]:
+    count = 20_000 if quick else 200_000
+    rows = backlog_rows(count)
+    results: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="fg-drain-") as name:
+        for kind in RECEIVERS:
+            async with receiver_process(kind) as (url, cpu):
+                path = Path(name) / f"{kind}.db"
+                rate, receiver_cpu, per_event = await drain(path, rows, url, cpu)
+            async with receiver_process(kind) as (url, cpu):
+                ceiling, ceiling_cpu = await bare_httpx(rows, url, cpu)
+            results.append(
+                row(
+                    SCENARIO,
+                    f"events/s, {count:,} backlog -> {kind} receiver",
+                    rate,
+                    "events/s",
+                    ceiling=ceiling,
+                    ceiling_label=f"bare httpx, {BATCH}-event bodies, same receiver",
+                    target=">= 50,000/s",
+                    met=rate >= TARGET_RATE,
+                )
+            )
+            results.append(
+                row(SCENARIO, f"agent CPU per event drained ({kind} receiver)", per_event, "µs")
+            )
+            results.append(
+                row(
+                    SCENARIO,
+                    f"{kind} receiver CPU while draining (bare httpx run: {ceiling_cpu:.0f} %)",
+                    receiver_cpu,
+                    "% of a core",
+                )
+            )
+    return results
+
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--serve", choices=RECEIVERS, help=argparse.SUPPRESS)
+    args = cli.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve))
+        return
+    finish(asyncio.run(run(args.quick)), args.json)
+
+
+if __name__ == "__main__":
+    main()
