@@ -46,6 +46,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import (
+    Backoff,
     ConnectionState,
     DriverError,
     NotConnected,
@@ -187,24 +188,8 @@ class _Schedule:
 
 
 @dataclass
-class _Backoff:
-    """From ``first`` doubling up to ``cap``."""
-
-    first: float
-    cap: float
-    delay: float = 0.0
-
-    def next(self) -> float:
-        self.delay = min(self.cap, self.delay * 2 if self.delay else self.first)
-        return self.delay
-
-    def reset(self) -> None:
-        self.delay = 0.0
-
-
-@dataclass
 class _Unit:
-    backoff: _Backoff
+    backoff: Backoff
     silent: bool = False
     retry_at: float = 0.0
     error: str = ""
@@ -239,7 +224,7 @@ class ModbusDriver:
 
     async def _run(self, client: _Client, sink: SampleSink) -> None:
         schedule = _Schedule(self.config.scan_interval)
-        backoff = _Backoff(self.config.scan_interval, self.config.backoff_max)
+        backoff = Backoff(self.config.scan_interval, self.config.backoff_max)
         while True:
             if not client.connected:
                 if not await self._connect(client, sink):
@@ -291,7 +276,7 @@ class ModbusDriver:
         failed_units: set[int] = set()
         for index, block in enumerate(self.plan):
             unit = self._units.setdefault(
-                block.unit, _Unit(_Backoff(self.config.scan_interval, self.config.backoff_max))
+                block.unit, _Unit(Backoff(self.config.scan_interval, self.config.backoff_max))
             )
             if block.unit in failed_units or (unit.silent and now < unit.retry_at):
                 _bad_block(block, poll_time, unit.error, results)

@@ -32,43 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from drivers.base import (
+    Backoff,
     ConnectionState,
     DriverError,
     Quality,
     Sample,
     SampleSink,
     SourceHealth,
+    default_state_dir,
 )
 from drivers.opcua_config import OpcUaConfig
 from drivers.opcua_session import Session
 
 log = logging.getLogger("floorgate.drivers.opcua")
-
-
-def default_state_dir() -> Path:
-    # Same rule as the agent's default (drivers do not import the agent package).
-    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/floorgate").split(":")[0])
-
-
-@dataclass
-class _Backoff:
-    first: float
-    cap: float
-    delay: float = 0.0
-
-    def next(self) -> float:
-        self.delay = min(self.cap, self.delay * 2 if self.delay else self.first)
-        return self.delay
-
-    def reset(self) -> None:
-        self.delay = 0.0
 
 
 class OpcUaDriver:
@@ -87,7 +68,7 @@ class OpcUaDriver:
 
     async def run(self, sink: SampleSink) -> None:
         """Read until cancelled, reconnecting with backoff; never raises on I/O errors."""
-        backoff = _Backoff(min(1.0, self.config.backoff_max), self.config.backoff_max)
+        backoff = Backoff(min(1.0, self.config.backoff_max), self.config.backoff_max)
         while True:
             session = Session(self.config, self.health, self.state_dir, sink)
             try:

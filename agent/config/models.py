@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -24,14 +23,10 @@ from agent.config.rules import (
 )
 from agent.forwarders.mqtt_config import MqttDestinationConfig
 from agent.forwarders.odoo_config import OdooDestinationConfig
+from drivers.base import default_state_dir
 from drivers.modbus_config import ModbusRtuConfig, ModbusTcpConfig
 from drivers.opcua_config import OpcUaConfig
 from drivers.units import Duration, Size
-
-
-def default_state_dir() -> Path:
-    # systemd sets STATE_DIRECTORY from StateDirectory=; outside systemd use the FHS place.
-    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/floorgate").split(":")[0])
 
 
 class LogLevel(enum.StrEnum):
