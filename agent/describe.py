@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.config.models import DestinationConfig, FloorgateConfig
 from agent.config.rules import CounterMode
-from drivers.units import format_duration
+from drivers.units import format_duration, format_size
 
 
 def _machine_lines(config: FloorgateConfig) -> list[str]:
@@ -58,7 +58,14 @@ def _destination_line(destination: DestinationConfig) -> str:
 def describe_config(config: FloorgateConfig) -> str:
     lines = [
         f"agent {config.agent.id} at site {config.agent.site}",
-        f"buffer {config.buffer_path} (synchronous {config.buffer.synchronous.value})",
+        f"buffer {config.buffer_path} (synchronous {config.buffer.synchronous.value}, "
+        f"at most {format_size(config.buffer.max_size)}, delivered events kept "
+        f"{format_duration(config.buffer.retention)}"
+        + (
+            f", undelivered dropped after {format_duration(config.buffer.max_age)})"
+            if config.buffer.max_age is not None
+            else ")"
+        ),
         "",
         "reads from:",
     ]
