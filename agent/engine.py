@@ -15,11 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from agent.config.models import FloorgateConfig
 from agent.config.xref import signal_catalog
-from agent.events import Event, MachineStateData, format_sequence, utcnow, uuid7
+from agent.events import MachineStateData, encode_event, format_sequence, utcnow, uuid7
 from agent.routing import Router
 from agent.rules import build_rules
 from agent.rules.base import Draft, Rule
@@ -219,7 +219,7 @@ class RuleEngine:
             self._links[key] = event_id
             self._state[key] = event_id
         try:
-            event = Event(
+            payload = encode_event(
                 id=event_id,
                 source=self._sources[rule.machine],
                 type=draft.type,
@@ -239,15 +239,15 @@ class RuleEngine:
             id=event_id,
             type=type_value,
             key=rule.machine,
-            time=self._iso_time(event.time),
-            payload=event.to_json(),
+            time=self._iso_time(draft.time),
+            payload=payload,
             destinations=self._router.route(draft.type, rule.machine),
         )
 
     def _iso_time(self, when: datetime) -> str:
         """The events of one poll share one timestamp: format it once (ingest hot path)."""
         if self._last_time is None or self._last_time[0] != when:
-            self._last_time = (when, when.isoformat())
+            self._last_time = (when, when.astimezone(UTC).isoformat())
         return self._last_time[1]
 
     async def _commit(self, final: bool = False) -> None:

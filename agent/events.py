@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent.config.common import EventType
@@ -143,6 +144,38 @@ class Event(BaseModel):
         # pydantic-core writes the compact JSON directly (same bytes as orjson over
         # model_dump(mode="json"), without building the intermediate dicts).
         return self.model_dump_json(exclude_none=True).encode()
+
+
+def encode_event(
+    *,
+    id: str,
+    source: str,
+    type: EventType,
+    time: datetime,
+    sequence: str,
+    agentid: str,
+    data: EventData,
+) -> bytes:
+    """The bytes ``Event(...).to_json()`` gives, for the engine's hot path.
+
+    ``data`` is a data model the rules built (validated when it was created) and the
+    other fields are the engine's own, so building and re-validating the whole envelope
+    model only to serialise it again costs a third of an event's CPU. The equality with
+    ``Event.to_json`` is a test (tests/engine/test_event_encoding.py)."""
+    envelope = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": id,
+            "source": source,
+            "type": type.value,
+            "time": _utc(time),
+            "datacontenttype": "application/json",
+            "sequence": sequence,
+            "agentid": agentid,
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+    return envelope[:-1] + b',"data":' + data.model_dump_json(exclude_none=True).encode() + b"}"
 
 
 def utcnow() -> datetime:
