@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/floorgate demo
 
+# .ci/system-deps installs the system tools the tests use when they are missing (as root).
 test: $(STAMP)
+	.ci/system-deps
 	$(BIN)/pytest
 
 lint: $(STAMP)
