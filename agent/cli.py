@@ -14,8 +14,8 @@ from pathlib import Path
 from agent import __version__, status_cli
 from agent.config.loader import EX_CONFIG, ConfigError, load_config
 from agent.config.models import FloorgateConfig
-from agent.config.secrets import SecretError
 from agent.logs import setup_logging
+from drivers.secrets import SecretError
 
 EX_UNAVAILABLE = 69  # sysexits: a service the agent needs is unavailable
 DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")

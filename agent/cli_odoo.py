@@ -88,9 +88,9 @@ def needed_losses(config: FloorgateConfig, destination: OdooDestinationConfig) -
 
 
 async def _check(config: FloorgateConfig, destination: OdooDestinationConfig) -> int:
-    from agent.config.secrets import SecretError, read_secret
     from agent.forwarders.base import ForwardError
     from agent.forwarders.odoo_transport import OdooTransport
+    from drivers.secrets import SecretError, read_secret
 
     print(f"destination {destination.name}: {destination.target()}")
     try:

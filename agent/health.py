@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from agent.config.secrets import read_secret
 from agent.metrics import make_registry, render
 from agent.report import health_report
+from drivers.secrets import read_secret
 
 if TYPE_CHECKING:
     from agent.runtime import Agent

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from agent.config.secrets import secret_values
+from drivers.secrets import secret_values
 
 
 def running_under_journald() -> bool:

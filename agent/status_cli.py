@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from agent.config.secrets import SecretError, read_secret
+from drivers.secrets import SecretError, read_secret
 
 EXIT_FOR_STATUS = {"ok": 0, "degraded": 1, "failing": 2}
 EXIT_UNREACHABLE = 3

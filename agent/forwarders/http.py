@@ -54,9 +54,9 @@ import httpx
 
 import agent
 from agent.config.models import HttpAuth, HttpDestinationConfig
-from agent.config.secrets import SecretError, read_secret
 from agent.forwarders.base import Fatal, NotConnected, Rejected, SendResult, Transient
 from buffer.rows import ClaimedEvent
+from drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger("floorgate.forwarders.http")
 

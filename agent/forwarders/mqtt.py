@@ -64,7 +64,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import AgentSection
-from agent.config.secrets import SecretError, read_secret
 from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult
 from agent.forwarders.mqtt_config import (
     Message,
@@ -74,6 +73,7 @@ from agent.forwarders.mqtt_config import (
     default_client_id,
 )
 from buffer.rows import ClaimedEvent
+from drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger("floorgate.forwarders.mqtt")
 P = ParamSpec("P")

@@ -29,7 +29,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.config.models import AgentSection
-from agent.config.secrets import SecretError, read_secret
 from agent.events import Event
 from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult, Transient
 from agent.forwarders.odoo_config import OdooDestinationConfig, ScrapMode
@@ -39,6 +38,7 @@ from agent.forwarders.odoo_plan import Decoded, Plan, Planner
 from agent.forwarders.odoo_state import OdooState
 from agent.forwarders.odoo_transport import CallRejected, OdooTransport
 from buffer.rows import ClaimedEvent
+from drivers.secrets import SecretError, read_secret
 
 log = logging.getLogger(__name__)
 

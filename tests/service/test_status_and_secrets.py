@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 
 from agent.config.common import Secret
-from agent.config.secrets import read_secret
 from agent.forwarders.receiver import EventReceiver
 from agent.logs import OneLineFormatter
+from drivers.secrets import read_secret
 from drivers.simulator import SimulatedLine, SimulatorServer
 from tests.helpers import (
     free_port,
