@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from agent.config.common import EventType
 from agent.config.models import FloorgateConfig
 from agent.config.xref import signal_catalog
-from agent.events import MachineStateData, encode_event, format_sequence, utcnow, uuid7
+from agent.events import EnvelopeEncoder, MachineStateData, format_sequence, utcnow, uuid7_batch
 from agent.routing import Router
 from agent.rules import build_rules
 from agent.rules.base import Draft, Rule
@@ -33,6 +34,14 @@ SEQUENCE_KEY = "engine/sequence"
 STATE_EVENT_KEY = "engine/state-event"
 TICK_SECONDS = 1.0
 MAX_BATCHES_PER_COMMIT = 200
+# A round (take, rules, hand to the buffer) stops taking batches past this many samples:
+# rounds of a few thousand events let one round's commit overlap the next one's rules,
+# where one huge round would leave the two threads taking turns.
+MAX_SAMPLES_PER_ROUND = 2000
+# Event ids are drawn this many at a time (one lock and clock read each) and the rest
+# dropped when the round ends, so an id's timestamp is never older than its round.
+IDS_PER_DRAW = 64
+_TYPE_VALUES: dict[EventType, str] = {t: t.value for t in EventType}
 
 
 @dataclass
@@ -43,7 +52,7 @@ class EngineHealth:
     last_commit: float | None = None
     commit_failing_since: float | None = None
     last_error: str | None = None
-    pending_events: int = 0  # made but not yet committed (only while commits fail)
+    pending_events: int = 0  # held in memory because commits fail (0 while they succeed)
     dropped_invalid: int = 0
     held_samples_dropped: int = 0  # held in memory too long (buffer not writable): total
     held_samples_dropped_episode: int = 0  # ... since the buffer stopped being writable
@@ -73,17 +82,17 @@ class RuleEngine:
         self._last_time: tuple[datetime, str] | None = None
         self._unmapped_logged: dict[str, set[int | float | str]] = {}
         self._router = Router(config.destinations)
+        self._encoder = EnvelopeEncoder(config.agent.id)
+        self._ids: list[str] = []  # drawn for this round; dropped at its end (see _commit)
         self._sources: dict[str, str] = {
             m.name: f"/{config.agent.site}/{m.area}/{m.line}/{m.name}" for m in config.machines
         }
         catalog = signal_catalog(config)
+        data_types = {name: info.data_type for name, info in catalog.items()}
+        units = {name: info.unit for name, info in catalog.items()}
         self.rules: list[Rule] = []
         for machine in config.machines:
-            self.rules += build_rules(
-                machine,
-                {name: info.data_type for name, info in catalog.items()},
-                {name: info.unit for name, info in catalog.items()},
-            )
+            self.rules += build_rules(machine, data_types, units)
         self._by_signal: dict[str, list[Rule]] = {}
         for rule in self.rules:
             for signal in rule.signals:
@@ -91,6 +100,8 @@ class RuleEngine:
         self._sequence = 0
         self._rows: list[EventRow] = []
         self._state: dict[str, str] = {}
+        # The commit handed to the buffer and not yet confirmed: (rows, state, task).
+        self._inflight: tuple[list[EventRow], dict[str, str], asyncio.Future[None]] | None = None
 
     async def sink(self, samples: Sequence[Sample]) -> None:
         """Given to drivers; waits when the engine is behind (bounded memory)."""
@@ -127,6 +138,7 @@ class RuleEngine:
                     )
                     self._tick()
                 await self._commit()
+            await self._settle(final=True)  # asked to stop: what was handed over is durable
         finally:
             self.health.running = False
 
@@ -162,8 +174,15 @@ class RuleEngine:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 batches.append(await self.queue.get())
-        while batches and not self.queue.empty() and len(batches) < MAX_BATCHES_PER_COMMIT:
+        taken = sum(len(batch) for batch in batches)
+        while (
+            batches
+            and not self.queue.empty()
+            and len(batches) < MAX_BATCHES_PER_COMMIT
+            and taken < MAX_SAMPLES_PER_ROUND
+        ):
             batches.append(self.queue.get_nowait())
+            taken += len(batches[-1])
         return batches
 
     def _process(self, batch: Sequence[Sample]) -> None:
@@ -208,40 +227,44 @@ class RuleEngine:
             seen.add(code)
 
     def _to_row(self, rule: Rule, draft: Draft) -> EventRow | None:
+        # Once per event: the hot path of ingest. Attribute chains and enum .value
+        # lookups are hoisted (each costs as much as a dict lookup several times over).
         self._sequence += 1
-        event_id = uuid7()
-        data = draft.data
-        if isinstance(data, MachineStateData):
+        if not self._ids:
+            self._ids = uuid7_batch(IDS_PER_DRAW)[::-1]  # pop() takes the oldest
+        event_id = self._ids.pop()
+        event_type, when, data = draft
+        machine = rule.machine
+        if type(data) is MachineStateData:
             # Link each state to the event that opened the one it ends; the link is
             # committed with the event, so it survives restarts like rule state does.
-            key = f"{STATE_EVENT_KEY}/{rule.machine}"
+            key = f"{STATE_EVENT_KEY}/{machine}"
             data = data.model_copy(update={"previous_event_id": self._links.get(key)})
             self._links[key] = event_id
             self._state[key] = event_id
         try:
-            payload = encode_event(
+            payload = self._encoder.encode(
                 id=event_id,
-                source=self._sources[rule.machine],
-                type=draft.type,
-                time=draft.time,
+                source=self._sources[machine],
+                type=event_type,
+                time=when,
                 sequence=format_sequence(self._sequence),
-                agentid=self.config.agent.id,
                 data=data,
             )
         except ValueError as exc:  # a rule bug must not stop the line: count it and say so
             self.health.dropped_invalid += 1
-            log.error("invalid event dropped rule=%s type=%s error=%s", rule.key, draft.type, exc)
+            log.error("invalid event dropped rule=%s type=%s error=%s", rule.key, event_type, exc)
             return None
-        type_value = draft.type.value
+        type_value = _TYPE_VALUES[event_type]
         counts = self.health.events_by_type
         counts[type_value] = counts.get(type_value, 0) + 1
         return EventRow(
-            id=event_id,
-            type=type_value,
-            key=rule.machine,
-            time=self._iso_time(draft.time),
-            payload=payload,
-            destinations=self._router.route(draft.type, rule.machine),
+            event_id,
+            type_value,
+            machine,
+            self._iso_time(when),
+            payload,
+            self._router.route(event_type, machine),
         )
 
     def _iso_time(self, when: datetime) -> str:
@@ -251,30 +274,68 @@ class RuleEngine:
         return self._last_time[1]
 
     async def _commit(self, final: bool = False) -> None:
+        """Hand what the last round made to the buffer, without waiting for the disk.
+
+        Commits are pipelined: the durable commit of one round (SQLite, in the buffer's
+        thread) runs while the next round's samples go through the rules here, and a
+        round waits only for the previous commit before handing over its own. Commits
+        stay one at a time and in order, so rule state and events still land together.
+        While commits fail (disk full), each one is waited for: nothing new is taken
+        until the held events are written."""
+        self._ids = []
+        if not await self._settle(final) and not final:
+            return  # the next round retries (it takes no samples while events are held)
         if not self._rows and not self._state:
             return
         self._state[SEQUENCE_KEY] = str(self._sequence)
-        self.health.pending_events = len(self._rows)
+        rows, state = self._rows, self._state
+        self._rows, self._state = [], {}
         try:
-            await self.buffer.append(self._rows, self._state)
+            commit = self.buffer.submit(rows, state)
+        except BufferError as exc:  # closed: held like any failed commit
+            commit = asyncio.get_running_loop().create_future()
+            commit.set_exception(exc)
+        # The commit's future is shielded where it is awaited: a cancel of run() must not
+        # cancel a commit half-way (its rows are committed or held, never both).
+        self._inflight = (rows, state, commit)
+        if final or self.health.commit_failing_since is not None:
+            await self._settle(final)
+        else:
+            # One turn of the loop lets the buffer's writer task hand the rows to its
+            # thread; without it the next round's rules would run before the commit
+            # even started (Queue.get does not yield while samples are waiting).
+            await asyncio.sleep(0)
+
+    async def _settle(self, final: bool = False) -> bool:
+        """Wait for the commit in flight. A failed one puts its events and state back in
+        front of what was made since, and the engine pauses a second before retrying."""
+        if self._inflight is None:
+            return True
+        rows, state, commit = self._inflight
+        try:
+            await asyncio.shield(commit)
         except BufferError as exc:
+            self._inflight = None
+            self._rows = rows + self._rows
+            self._state = {**state, **self._state}
+            self.health.pending_events = len(self._rows)
             self._commit_failed(str(exc))
             if not final:
                 await asyncio.sleep(1.0)
-            return
+            return False
+        self._inflight = None
         if self.health.commit_failing_since is not None:
             log.info(
                 "buffer writable again pending=%d held_samples_dropped=%d",
-                len(self._rows),
+                len(rows),
                 self.health.held_samples_dropped_episode,
             )
         self.health.held_samples_dropped_episode = 0
         self.health.commit_failing_since = None
         self.health.last_commit = time.time()
         self.health.pending_events = 0
-        self._rows = []
-        self._state = {}
         self._on_commit()
+        return True
 
     def _commit_failed(self, error: str) -> None:
         if self.health.commit_failing_since is None:

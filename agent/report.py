@@ -118,6 +118,11 @@ def health_report(agent: Agent) -> dict[str, Any]:
     moved = agent.buffer.corrupt_moved_to if agent.buffer else None
     if moved:
         reasons.append(f"buffer was corrupt and was moved aside to {moved}")
+    damaged = agent.buffer.integrity_problem if agent.buffer else None
+    if damaged:
+        reasons.append(
+            f"buffer integrity check failed ({damaged}): restart the agent to move it aside"
+        )
     buffer_full = agent.buffer is not None and agent.buffer.full
     if buffer_full:
         reasons.append(
@@ -154,6 +159,7 @@ def health_report(agent: Agent) -> dict[str, Any]:
                 now,
             ),
             "corrupt_moved_to": str(moved) if moved else None,
+            "integrity_problem": damaged,
             "memory_pending_events": engine.health.pending_events if engine else 0,
             "max_size": agent.config.buffer.max_size,
             "full": buffer_full,

@@ -8,11 +8,12 @@ every event also gets its delivery row). Sample batches go straight into
 ``engine.sink``: no Modbus, so what is measured is rules + event models + the commit.
 
 - throughput: pre-built batches (one sample of every signal, every value changed) fed as
-  fast as the engine takes them; events/s from the first batch until all is committed;
+  fast as the engine takes them; events/s from the first batch until all is committed
+  (median of three runs);
 - latency: batches of ten changed samples paced at 1,000 events/s; for every event the
   time from its batch entering the sink until the commit that holds it returned;
 - ceiling: raw sqlite3 ``executemany`` of 1,000-row transactions of the same payload
-  size into an events-like table, WAL + synchronous FULL.
+  size into an events-like table, WAL + synchronous FULL (median of three runs).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.config.models import FloorgateConfig
 from agent.engine import RuleEngine
 from agent.events import uuid7
+from agent.runtime import tune_interpreter
 from bench.common import Row, finish, parser, percentile, row, thread_cpu_seconds
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer
@@ -43,6 +45,7 @@ SCENARIO = "ingest"
 SAMPLES_PER_MACHINE = 10
 TARGET_RATE = 50_000
 TARGET_P99_MS = 50.0
+RUNS = 3
 PACED_RATE = 1000  # events/s
 PACED_BATCH = SAMPLES_PER_MACHINE  # events per batch (one machine's samples)
 
@@ -100,13 +103,19 @@ class TimedBuffer(SqliteBuffer):
 
     committed_at: list[float] | None = None  # set to [] to start recording
 
-    async def append(
+    def submit(
         self, rows: Sequence[EventRow], state: Mapping[str, str] | None = None
-    ) -> None:
-        await super().append(rows, state)
-        now = time.perf_counter()
-        if self.committed_at is not None:
-            self.committed_at.extend(now for r in rows if r.type == "sample")
+    ) -> asyncio.Future[None]:
+        future = super().submit(rows, state)
+        samples = sum(1 for r in rows if r.type == "sample")
+
+        def committed(done: asyncio.Future[None]) -> None:
+            now = time.perf_counter()
+            if self.committed_at is not None and not done.exception():
+                self.committed_at.extend([now] * samples)
+
+        future.add_done_callback(committed)
+        return future
 
 
 async def warmed_up_engine(
@@ -140,6 +149,10 @@ async def throughput(
         start = time.perf_counter()
         for batch in batches:
             await engine.sink(batch)
+        # Let run() take everything, as it does with samples that keep coming; stopping
+        # at once would measure stop()'s one-shot drain of the queue instead.
+        while not engine.queue.empty():  # noqa: ASYNC110 - a queue has no "drained" event
+            await asyncio.sleep(0.001)
         engine.request_stop()
         await task
         await engine.stop()
@@ -232,15 +245,25 @@ async def run(quick: bool) -> list[Row]:
     seconds = 3.0 if quick else 10.0
     with tempfile.TemporaryDirectory(prefix="fg-ingest-") as name:
         tmp = Path(name)
-        rate, payload_size, made, loop_us, sqlite_us = await throughput(tmp, machines, events)
+        # This machine is a shared VM whose speed drifts by a third from one run to the
+        # next: the median of three runs (each into a fresh file) is reported.
+        runs = []
+        for n in range(RUNS):
+            (tmp / str(n)).mkdir()
+            runs.append(await throughput(tmp / str(n), machines, events))
+        rate, payload_size, made, loop_us, sqlite_us = sorted(runs)[len(runs) // 2]
         latencies = await paced_latency(tmp, machines, seconds)
-        ceiling = sqlite_ceiling(tmp / "ceiling.db", max(events, 100_000), round(payload_size))
+        ceilings = sorted(
+            sqlite_ceiling(tmp / f"ceiling{n}.db", max(events, 100_000), round(payload_size))
+            for n in range(RUNS)
+        )
+        ceiling = ceilings[len(ceilings) // 2]
     p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
-    label = f"raw executemany 1,000/tx WAL+FULL, {payload_size:.0f} B rows"
+    label = f"raw executemany 1,000/tx WAL+FULL, {payload_size:.0f} B rows, median of {RUNS}"
     return [
         row(
             SCENARIO,
-            f"events/s ({machines} machines, {made:,} events, 1 destination)",
+            f"events/s ({machines} machines, {made:,} events, 1 destination; median of {RUNS})",
             rate,
             "events/s",
             ceiling=ceiling,
@@ -264,6 +287,7 @@ async def run(quick: bool) -> list[Row]:
 
 def main() -> None:
     args = parser(__doc__).parse_args()
+    tune_interpreter()  # as the agent runs
     finish(asyncio.run(run(args.quick)), args.json)
 
 

@@ -4,10 +4,13 @@ type, a key (the machine: order is kept per key) and an opaque payload."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+class EventRow(NamedTuple):
+    """One event to store. A NamedTuple rather than a frozen dataclass: one is made per
+    event on the ingest hot path, and a tuple is built ~3x faster."""
+
     id: str  # the event id (UUIDv7, time-ordered)
     type: str
     key: str  # ordering key: the machine

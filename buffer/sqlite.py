@@ -47,6 +47,7 @@ from typing import TypeVar
 
 from buffer import queries, schema
 from buffer.capacity import Capacity
+from buffer.cleanmark import CleanMark
 from buffer.rows import BufferStats, ClaimedEvent, DeadLetter, EventRow, StoredEvent
 
 T = TypeVar("T")
@@ -146,10 +147,16 @@ class SqliteBuffer:
     ) -> None:
         self.path = path
         self.corrupt_moved_to: Path | None = None
+        # After a clean close the integrity check runs in the background instead of
+        # before the first write; what it found, if anything (health shows it).
+        self.integrity_problem: str | None = None
+        self._check_deferred = False
+        self._check_task: asyncio.Task[None] | None = None
         self.commit_window = commit_window
         self.max_batch = max_batch
         self.commits = 0  # append transactions committed (group commit: one per batch)
         self.capacity = Capacity(path, max_size)  # used in the writer thread only
+        self._clean_mark = CleanMark(path)
         self._last_commit_shared = False  # the last commit carried several appends
         self._writer = writer
         self._reader = reader
@@ -199,6 +206,8 @@ class SqliteBuffer:
             await reader.close()
             raise BufferError(f"cannot open the buffer {path}: {exc}") from exc
         self._write_task = asyncio.create_task(self._write_loop(), name="buffer-writer")
+        if self._check_deferred:
+            self._check_task = asyncio.create_task(self._check_integrity(), name="buffer-check")
         return self
 
     def _open_writer(self, synchronous: str) -> sqlite3.Connection:
@@ -215,10 +224,14 @@ class SqliteBuffer:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            clean = self._clean_mark.take()
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-            if problems != ["ok"]:
-                raise _Corrupt("; ".join(problems))
+            if clean:
+                self._check_deferred = True  # closed cleanly by us: checked after opening
+            else:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise _Corrupt("; ".join(problems))
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             self.capacity.configure(conn)
@@ -227,6 +240,15 @@ class SqliteBuffer:
             conn.close()
             raise
         return conn
+
+    def _quick_check(self) -> list[str]:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = 1")
+            return [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        finally:
+            conn.close()
 
     def _open_reader(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -258,10 +280,40 @@ class SqliteBuffer:
         self._closing = True
         self._wake.set()
         self._full.set()
+        if self._check_task is not None:
+            self._check_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._check_task
         if self._write_task is not None:
             await self._write_task
+        closed_cleanly = (
+            self._write_task is not None
+            and not self._write_task.cancelled()
+            and self._write_task.exception() is None
+            and self.integrity_problem is None
+        )
         await self._writer.close()
         await self._reader.close()
+        if closed_cleanly:
+            await asyncio.to_thread(self._clean_mark.write)
+
+    async def _check_integrity(self) -> None:
+        """PRAGMA quick_check while the agent runs, on a connection of its own (the
+        reader serves claims meanwhile; WAL lets writes go on). A problem is logged and
+        kept in ``integrity_problem``; the clean mark is then not written at close, so
+        the next start checks before opening and moves a corrupt file aside."""
+        try:
+            problems = await asyncio.to_thread(self._quick_check)
+        except sqlite3.Error as exc:
+            problems = [describe_error(exc)]
+        if problems != ["ok"]:
+            self.integrity_problem = "; ".join(problems)
+            log.error(
+                "buffer integrity check failed path=%s problems=%s "
+                "fix=restart-the-agent-to-move-it-aside",
+                self.path,
+                self.integrity_problem,
+            )
 
     # -- appending (group commit) ------------------------------------------------------
 
@@ -270,18 +322,29 @@ class SqliteBuffer:
     ) -> None:
         """Store events (one pending delivery per destination) and rule state in one
         durable commit. Returns once committed; an id already stored is ignored."""
+        await self.submit(rows, state)
+
+    def submit(
+        self, rows: Sequence[EventRow], state: Mapping[str, str] | None = None
+    ) -> asyncio.Future[None]:
+        """``append`` without waiting: queue the rows now, get the future of their commit.
+
+        For a caller that goes on working while the commit runs (the engine pipelines its
+        rounds). The writer task picks the rows up at the caller's next await. Raises
+        BufferError at once when the buffer is closed."""
         if self._closing or self._write_task is None or self._write_task.done():
             raise BufferError(f"the buffer {self.path} is closed")
-        if not rows and not state:
-            return
         loop = asyncio.get_running_loop()
         item = _Append(tuple(rows), dict(state or {}), loop.create_future(), loop.time())
+        if not item.rows and not item.state:
+            item.future.set_result(None)
+            return item.future
         self._queue.append(item)
         self._queued_rows += len(item.rows)
         self._wake.set()
         if self._queued_rows >= self.max_batch:
             self._full.set()
-        await item.future
+        return item.future
 
     async def _write_loop(self) -> None:
         try:

@@ -33,8 +33,7 @@ _QUALITY: dict[Quality, Literal["good", "uncertain", "bad"]] = {
 }
 
 
-def _is_number(value: Value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+_NUMBER_TYPES = (int, float)  # exact types: drivers hand plain Python values
 
 
 class SampleRule:
@@ -46,6 +45,9 @@ class SampleRule:
         self.unit = config.unit if config.unit is not None else unit
         self.key = f"{machine}/sample/{config.signal}"
         self.signals = frozenset({config.signal})
+        self._signal = config.signal
+        self._interval = config.interval
+        self._deadband = config.deadband
         self.dirty = False
         self._reading: tuple[Value, Quality] | None = None  # the last reading
         self._emitted: tuple[Value, Quality] | None = None  # the last emitted reading
@@ -62,12 +64,15 @@ class SampleRule:
         return cls(machine.name, config, unit=signal_units.get(config.signal))
 
     def on_samples(self, samples: Mapping[str, Sample], now: datetime) -> list[Draft]:
-        sample = samples.get(self.config.signal)
+        sample = samples.get(self._signal)
         if sample is None:
             return []
-        value = None if sample.quality is Quality.BAD else sample.value
-        self._reading = (value, sample.quality)
-        if self._due(sample.source_time) or self._changed(value, sample.quality):
+        quality = sample.quality
+        value = None if quality is Quality.BAD else sample.value
+        self._reading = (value, quality)
+        if self._changed(value, quality) or (
+            self._interval is not None and self._due(sample.source_time)
+        ):
             return self._emit(sample.source_time)
         return []
 
@@ -95,15 +100,18 @@ class SampleRule:
         )
 
     def _changed(self, value: Value, quality: Quality) -> bool:
-        if self._emitted is None:
+        emitted = self._emitted
+        if emitted is None:
             return True  # the first reading
-        last_value, last_quality = self._emitted
+        last_value, last_quality = emitted
         if quality is not last_quality:
             return True
-        deadband = self.config.deadband
+        deadband = self._deadband
         if deadband is None:
             return False
-        if _is_number(value) and _is_number(last_value):
+        # Exact type checks (bool is an int subclass and must compare as a state); this
+        # runs for every reading of every sample signal.
+        if type(value) in _NUMBER_TYPES and type(last_value) in _NUMBER_TYPES:
             assert isinstance(value, int | float) and isinstance(last_value, int | float)
             return abs(value - last_value) > deadband
         return value != last_value
