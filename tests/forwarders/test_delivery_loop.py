@@ -162,3 +162,38 @@ async def test_bad_credentials_stop_the_destination_without_a_retry_storm(
         stats = await buffer.stats()
         assert stats.destinations[DEST].pending == 5  # nothing lost, nothing dead-lettered
         assert stats.destinations[DEST].dead == 0
+
+
+async def test_a_stop_right_after_the_last_send_still_commits_its_ack(
+    buffer: SqliteBuffer, receiver: EventReceiver
+) -> None:
+    """Acks commit while the next batch is sent (pipelined); a loop cancelled the moment
+    the destination has everything must still leave nothing pending, and send nothing
+    twice on the way."""
+    await buffer.append([event_row(n, f"m{n % 4}") for n in range(1, 2001)])
+    config = HttpDestinationConfig.model_validate(
+        {"name": DEST, "type": "http", "url": receiver.url, "batch_size": 100}
+    )
+    health = DestinationHealth(name=DEST, type="http")
+    loop = DeliveryLoop(
+        WebhookForwarder(config),
+        buffer,
+        DeliverySettings(batch_size=100, retry=config.retry),
+        health,
+        asyncio.Event(),
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(60):
+            while health.delivered < 2000:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0)  # cancel as soon as the count is reached
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    stats = await buffer.stats()
+    assert (stats.destinations[DEST].pending, stats.destinations[DEST].delivered) == (0, 2000)
+    assert len(receiver.events) == 2000 and receiver.conflicts == 0
+    for machine, seqs in sequences_by_machine(receiver).items():
+        assert seqs == sorted(seqs), f"{machine} out of order"
