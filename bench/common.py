@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import math
 import os
@@ -237,10 +238,20 @@ class NotifySocket:
         self._sock.close()
 
 
+def ensure_bytecode() -> None:
+    """Compile the agent's modules, as the .deb does at install (packaging/build_deb.py
+    runs compileall): with PYTHONDONTWRITEBYTECODE set (CI and this workplace set it),
+    every start would otherwise compile them again, which no installed agent does."""
+    for package in ("agent", "drivers", "buffer"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+
+
 def start_agent(
     config: Path, log: Path, notify: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """`floorgate run --config` as systemd would start it (NOTIFY_SOCKET when given)."""
+    """`floorgate run --config` as systemd would start it (NOTIFY_SOCKET when given),
+    from compiled modules like an installed agent."""
+    ensure_bytecode()
     extra = {"PYTHONUNBUFFERED": "1", **(env or {})}
     if notify is not None:
         extra["NOTIFY_SOCKET"] = str(notify)
