@@ -88,6 +88,14 @@ async def test_status_table_token_and_no_secret_in_the_logs(tmp_path: Path) -> N
                 ready = await client.get(f"{url}/readyz", headers=right)
                 assert ready.status_code == 503  # the destination refuses our credentials
                 assert ready.json()["destinations"]["middleware"]["state"] == "failing"
+                assert ready.headers["content-type"] == "application/json; charset=utf-8"
+                metrics = await client.get(f"{url}/metrics", headers=right)
+                assert metrics.status_code == 200 and "floorgate_status" in metrics.text
+                head = await client.head(f"{url}/healthz")
+                assert head.status_code == 200 and head.content == b""
+                assert (await client.get(f"{url}/nothing", headers=right)).status_code == 404
+                posted = await client.post(f"{url}/readyz", headers=right)
+                assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
             assert readyz(health_port) == {"error": "a bearer token is required (health.token)"}
 
             status = await _status("--config", str(config))
