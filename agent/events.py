@@ -180,41 +180,23 @@ def encode_event(
     agentid: str,
     data: EventData,
 ) -> bytes:
-    """The bytes ``Event(...).to_json()`` gives, for the engine's hot path.
-
-    ``data`` is a data model the rules built (validated when it was created) and the
-    other fields are the engine's own, so building and re-validating the whole envelope
-    model only to serialise it again costs a third of an event's CPU. The equality with
-    ``Event.to_json`` is a test (tests/engine/test_event_encoding.py)."""
-    # One orjson call over the data model's fields: the models hold plain values
-    # (str, numbers, bool, UTC datetimes, str enums), which orjson writes exactly as
-    # pydantic does, at about half the cost of model_dump_json plus a splice.
-    envelope = {
-        "specversion": "1.0",
-        "id": id,
-        "source": source,
-        "type": type.value,
-        "time": _utc(time),
-        "datacontenttype": "application/json",
-        "sequence": sequence,
-        "agentid": agentid,
-    }
-    try:
-        return orjson.dumps(
-            {**envelope, "data": {k: v for k, v in data.__dict__.items() if v is not None}},
-            option=orjson.OPT_UTC_Z,
-        )
-    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: pydantic writes it
-        head = orjson.dumps(envelope, option=orjson.OPT_UTC_Z)
-        return head[:-1] + b',"data":' + data.model_dump_json(exclude_none=True).encode() + b"}"
+    """The bytes ``Event(...).to_json()`` gives, without building the envelope model;
+    one event's worth of ``EnvelopeEncoder`` (the engine keeps an encoder instead)."""
+    return EnvelopeEncoder(agentid).encode(
+        id=id, source=source, type=type, time=time, sequence=sequence, data=data
+    )
 
 
 class EnvelopeEncoder:
-    """``encode_event`` for one agent, with what repeats from event to event cached: the
-    envelope head of each (source, type), the agent id, and the time (the events of one
-    poll share it). Ids and sequences are written without JSON escaping: the engine's
-    are UUIDs and digits. Byte-equal to ``Event.to_json``
-    (tests/engine/test_event_encoding.py)."""
+    """CloudEvent envelopes of one agent, for the engine's hot path.
+
+    ``data`` is a data model the rules built (validated when it was created) and the
+    other fields are the engine's own, so building and re-validating the whole envelope
+    model only to serialise it again would cost a third of an event's CPU. What repeats
+    from event to event is cached: the envelope head of each (source, type), the agent
+    id, and the time (the events of one poll share it). Ids and sequences are written
+    without JSON escaping: the engine's are UUIDs and digits. Byte-equal to
+    ``Event.to_json`` (tests/engine/test_event_encoding.py)."""
 
     def __init__(self, agentid: str) -> None:
         self._tail = b'","agentid":' + orjson.dumps(agentid) + b',"data":'
@@ -239,6 +221,9 @@ class EnvelopeEncoder:
         cached = self._time
         if cached is None or cached[0] != time:
             cached = self._time = (time, orjson.dumps(_utc(time), option=orjson.OPT_UTC_Z))
+        # One orjson call over the data model's fields: the models hold plain values
+        # (str, numbers, bool, UTC datetimes, str enums), which orjson writes exactly as
+        # pydantic does, at about half the cost of model_dump_json.
         try:
             body = orjson.dumps(
                 {k: v for k, v in data.__dict__.items() if v is not None},

@@ -26,13 +26,13 @@ class CleanMark:
 
     def take(self) -> bool:
         """Remove the mark (durably); True when it described the file as it is now."""
+        if not self.path.exists():
+            return False
         recorded: object
         try:
             recorded = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            recorded = None
-        if recorded is None and not self.path.exists():
-            return False
+            recorded = None  # unreadable: not trusted, removed all the same
         self.path.unlink(missing_ok=True)
         _sync_dir(self.path.parent)
         if Path(f"{self.db}-wal").exists():

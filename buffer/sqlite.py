@@ -101,6 +101,11 @@ class _Corrupt(Exception):
     pass
 
 
+def _quick_check(conn: sqlite3.Connection) -> list[str]:
+    """``["ok"]``, or the first problems PRAGMA quick_check finds (it reads the file)."""
+    return [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+
+
 class _Worker:
     """One SQLite connection owned by one thread; calls run there, one after another."""
 
@@ -229,7 +234,7 @@ class SqliteBuffer:
             if clean:
                 self._check_deferred = True  # closed cleanly by us: checked after opening
             else:
-                problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+                problems = _quick_check(conn)
                 if problems != ["ok"]:
                     raise _Corrupt("; ".join(problems))
             conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -242,11 +247,9 @@ class SqliteBuffer:
         return conn
 
     def _quick_check(self) -> list[str]:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = self._open_reader()  # one of its own: the reader serves claims meanwhile
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA query_only = 1")
-            return [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+            return _quick_check(conn)
         finally:
             conn.close()
 

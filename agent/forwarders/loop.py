@@ -91,9 +91,8 @@ class DeliveryLoop:
                 await self._wait_for_events()
         finally:
             await self._drop_next()
-            if self._acking is not None:  # stopping: let the last ack commit if it can
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._acking)
+            with contextlib.suppress(Exception):  # stopping: let the last ack commit
+                await self._settle_ack()
             await self._disconnect()
 
     async def _deliver_until_idle(self) -> None:
@@ -167,7 +166,7 @@ class DeliveryLoop:
             if acking.done() and self._acking is acking:
                 self._acking = None
 
-    async def _ack(self, seqs: list[int]) -> None:
+    async def _ack(self, seqs: Sequence[int]) -> None:
         """Mark delivered without waiting for the commit: the next batch is sent
         meanwhile. If the agent dies first, those events are sent again after the
         restart, as after any crash between a send and its ack (receivers drop repeats
@@ -193,7 +192,7 @@ class DeliveryLoop:
                 await self._disconnect()
             raise
         if result.delivered:
-            await self._ack(list(result.delivered))
+            await self._ack(result.delivered)
             self.health.delivered += len(result.delivered)
             self.health.last_success = time.time()
         if result.rejected:
