@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, Row, finish, memory, parser, percentile, row
+from bench.common import MIB, Row, finish, memory, parser, percentile, raw_sqlite_rate, row
 from buffer import EventRow, SqliteBuffer
 
 SCENARIO = "buffer"
@@ -78,28 +77,12 @@ def make_rows(ids: Ids, count: int, destinations: tuple[str, ...]) -> list[Event
 
 
 def ceiling(path: Path, events: int, synchronous: str) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute(
-        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
-        " type TEXT, key TEXT, time TEXT, payload BLOB, size INTEGER, created REAL)"
-    )
     ids = Ids()
-    batches = [make_rows(ids, 1000, ()) for _ in range(max(1, events // 1000))]
-    start = time.perf_counter()
-    for batch in batches:
-        now = time.time()
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO events (id, type, key, time, payload, size, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(r.id, r.type, r.key, r.time, r.payload, len(r.payload), now) for r in batch],
-        )
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return len(batches) * 1000 / elapsed
+    batches = [
+        [(r.id, r.type, r.key, r.time, r.payload, len(r.payload)) for r in make_rows(ids, 1000, ())]
+        for _ in range(max(1, events // 1000))
+    ]
+    return raw_sqlite_rate(path, batches, synchronous)
 
 
 async def append_rate(

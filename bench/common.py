@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -236,6 +237,34 @@ class NotifySocket:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def raw_sqlite_rate(
+    path: Path, batches: Sequence[Sequence[tuple[Any, ...]]], synchronous: str
+) -> float:
+    """The SQLite ceiling: rows/s of bare ``executemany`` into an events-like table in
+    WAL mode, one transaction per batch. Rows: (id, type, key, time, payload, size)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+            " type TEXT, key TEXT, time TEXT, payload BLOB, size INTEGER, created REAL)"
+        )
+        start = time.perf_counter()
+        for batch in batches:
+            now = time.time()
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO events (id, type, key, time, payload, size, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*values, now) for values in batch],
+            )
+            conn.execute("COMMIT")
+        return sum(len(batch) for batch in batches) / (time.perf_counter() - start)
+    finally:
+        conn.close()
 
 
 def ensure_bytecode() -> None:

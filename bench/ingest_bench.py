@@ -36,7 +36,15 @@ from agent.config.models import FloorgateConfig
 from agent.engine import RuleEngine
 from agent.events import uuid7
 from agent.runtime import tune_interpreter
-from bench.common import Row, finish, parser, percentile, row, thread_cpu_seconds
+from bench.common import (
+    Row,
+    finish,
+    parser,
+    percentile,
+    raw_sqlite_rate,
+    row,
+    thread_cpu_seconds,
+)
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer
 from drivers.base import Quality, Sample
@@ -210,33 +218,13 @@ async def paced_latency(tmp: Path, machines: int, seconds: float) -> list[float]
 
 def sqlite_ceiling(path: Path, rows: int, payload_size: int) -> float:
     """Rows/s of raw executemany, 1,000 rows per transaction, WAL + FULL."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute(
-            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
-            " type TEXT, key TEXT, time TEXT, payload BLOB, size INTEGER, created REAL)"
-        )
-        payload, size = b"x" * payload_size, payload_size
-        stamp = datetime.now(UTC).isoformat()
-        batches = [
-            [(uuid7(), "sample", f"m{i % 100:03d}", stamp, payload, size) for i in range(1000)]
-            for _ in range(max(1, rows // 1000))
-        ]
-        start = time.perf_counter()
-        for batch in batches:
-            now = time.time()
-            conn.execute("BEGIN")
-            conn.executemany(
-                "INSERT INTO events (id, type, key, time, payload, size, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*values, now) for values in batch],
-            )
-            conn.execute("COMMIT")
-        return len(batches) * 1000 / (time.perf_counter() - start)
-    finally:
-        conn.close()
+    payload = b"x" * payload_size
+    stamp = datetime.now(UTC).isoformat()
+    batches = [
+        [(uuid7(), "sample", f"m{i % 100:03d}", stamp, payload, payload_size) for i in range(1000)]
+        for _ in range(max(1, rows // 1000))
+    ]
+    return raw_sqlite_rate(path, batches, "FULL")
 
 
 async def run(quick: bool) -> list[Row]:
