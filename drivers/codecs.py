@@ -39,6 +39,18 @@ class DataType(enum.StrEnum):
     STRING = "string"
 
 
+INTEGER_TYPES = frozenset(
+    {
+        DataType.INT16,
+        DataType.UINT16,
+        DataType.INT32,
+        DataType.UINT32,
+        DataType.INT64,
+        DataType.UINT64,
+    }
+)
+
+
 class Swap(enum.StrEnum):
     """Order of bytes and 16-bit words, in Home Assistant's words.
 

@@ -20,7 +20,7 @@ from typing import Any
 from asyncua import ua
 
 from drivers.base import DriverError, Quality, Sample, Value
-from drivers.codecs import DataType
+from drivers.codecs import INTEGER_TYPES, DataType
 
 
 class NodeIdError(DriverError):
@@ -111,23 +111,13 @@ def plain_value(raw: Any) -> Value:
     raise UnsupportedValue(f"unsupported type: {type(raw).__name__}")
 
 
-_INTEGER_TYPES = {
-    DataType.INT16,
-    DataType.UINT16,
-    DataType.INT32,
-    DataType.UINT32,
-    DataType.INT64,
-    DataType.UINT64,
-}
-
-
 def check_declared(value: Value, declared: DataType | None) -> None:
     """Refuse a value that does not fit the data_type the config promised to the rules."""
     if declared is None or value is None:
         return
     if declared is DataType.BOOL:
         fits = isinstance(value, bool)
-    elif declared in _INTEGER_TYPES:
+    elif declared in INTEGER_TYPES:
         fits = isinstance(value, int) and not isinstance(value, bool)
     elif declared is DataType.STRING:
         fits = isinstance(value, str)

@@ -7,18 +7,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent.config.models import FloorgateConfig, SourceConfig
-from drivers.codecs import DataType
+from drivers.codecs import INTEGER_TYPES, DataType
 
 Location = tuple[int | str, ...]
-
-INTEGER_TYPES = {
-    DataType.INT16,
-    DataType.UINT16,
-    DataType.INT32,
-    DataType.UINT32,
-    DataType.INT64,
-    DataType.UINT64,
-}
 
 
 class SignalSpec(Protocol):
