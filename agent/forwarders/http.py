@@ -39,7 +39,6 @@ httpx is used only in this module; its exceptions never leave it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -55,6 +54,7 @@ import httpx
 import agent
 from agent.config.models import HttpAuth, HttpDestinationConfig
 from agent.forwarders.base import Fatal, NotConnected, Rejected, SendResult, Transient
+from agent.forwarders.httpcall import bounded
 from buffer.rows import ClaimedEvent
 from drivers.secrets import SecretError, read_secret
 
@@ -201,23 +201,11 @@ class WebhookForwarder:
         self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]
     ) -> httpx.Response:
         """POST within the whole-request timeout, httpx failures mapped to our four kinds."""
-        where = f"destination {self.name} ({self._url})"
-        try:
-            async with asyncio.timeout(self._config.timeout):
-                return await client.post(self._config.url, content=body, headers=headers)
-        except TimeoutError:
-            raise Transient(f"{where}: no answer within {self._config.timeout:g}s") from None
-        except httpx.ConnectTimeout:
-            raise NotConnected(f"{where}: connect timed out") from None
-        except httpx.TimeoutException as exc:
-            raise Transient(f"{where}: timed out ({type(exc).__name__})") from None
-        except (httpx.ConnectError, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise NotConnected(f"{where}: cannot connect: {reason}") from None
-        except httpx.TransportError as exc:
-            raise Transient(f"{where}: {type(exc).__name__}: {exc}") from None
-        except httpx.HTTPError as exc:  # e.g. a response body that cannot be decoded
-            raise Transient(f"{where}: {type(exc).__name__}: {exc}") from None
+        return await bounded(
+            client.post(self._config.url, content=body, headers=headers),
+            self._config.timeout,
+            f"destination {self.name} ({self._url})",
+        )
 
     def _check(self, response: httpx.Response) -> None:
         """Return when the batch was delivered; raise the right kind otherwise."""

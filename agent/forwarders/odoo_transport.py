@@ -21,7 +21,6 @@ httpx is used only in this module; its exceptions never leave it.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import ssl
@@ -34,6 +33,7 @@ import orjson
 
 import agent
 from agent.forwarders.base import Fatal, NotConnected, Rejected, Transient
+from agent.forwarders.httpcall import bounded
 from agent.forwarders.odoo_config import OdooProtocol
 
 TRANSIENT_NAMES = frozenset(
@@ -307,20 +307,11 @@ class OdooTransport:
 
     async def _request(self, verb: str, path: str, **kwargs: Any) -> httpx.Response:
         assert self._client is not None
-        where = f"{self.where} ({self.url})"
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._client.request(verb, self.url + path, **kwargs)
-        except TimeoutError:
-            raise Transient(f"{where}: no answer within {self._timeout:g}s") from None
-        except httpx.ConnectTimeout:
-            raise NotConnected(f"{where}: connect timed out") from None
-        except httpx.TimeoutException as exc:
-            raise Transient(f"{where}: timed out ({type(exc).__name__})") from None
-        except (httpx.ConnectError, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
-            raise NotConnected(f"{where}: cannot connect: {exc or type(exc).__name__}") from None
-        except httpx.HTTPError as exc:  # dropped mid-answer, truncated body, protocol error
-            raise Transient(f"{where}: {type(exc).__name__}: {exc}") from None
+        return await bounded(
+            self._client.request(verb, self.url + path, **kwargs),
+            self._timeout,
+            f"{self.where} ({self.url})",
+        )
 
     def _json(self, response: httpx.Response, what: str = "") -> Any:
         try:
