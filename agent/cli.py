@@ -12,19 +12,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__, status_cli
+from agent.config.child import ChildLoad
 from agent.config.loader import EX_CONFIG, ConfigError, load_config
 from agent.config.models import FloorgateConfig
 from agent.logs import setup_logging
+from agent.memory import fix_mmap_threshold
 from drivers.secrets import SecretError
 
 EX_UNAVAILABLE = 69  # sysexits: a service the agent needs is unavailable
 DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")
 
 
-def load_or_exit(path: Path) -> FloorgateConfig:
-    """Load a config or exit 78 with the message naming file, line and key (no traceback)."""
+def load_or_exit(path: Path, loading: ChildLoad | None = None) -> FloorgateConfig:
+    """Load a config (or take the one ``loading`` loads) or exit 78 with the message
+    naming file, line and key (no traceback)."""
     try:
-        return load_config(path)
+        return loading.result() if loading else load_config(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
@@ -40,9 +43,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.service import serve
+    fix_mmap_threshold()  # before anything big is allocated (see agent.memory)
+    loading = ChildLoad.start(args.config)
+    from agent.service import serve  # imported while the child parses the config
 
-    config = load_or_exit(args.config)
+    loading.import_stacks()  # while the child parses and validates
+    config = load_or_exit(args.config, loading)
     setup_logging(config.agent.log_level.value)
     try:
         asyncio.run(serve(args.config, config))

@@ -58,6 +58,19 @@ FORWARDERS: dict[str, Callable[[Any, AgentSection], Forwarder]] = {
 }
 
 
+# The module holding each type's protocol stack (what its factory above imports), so
+# `floorgate run` can import the stacks a config needs while it is still being validated
+# (agent.config.child).
+STACK_MODULES: dict[str, str] = {
+    "modbus_tcp": "drivers.modbus",
+    "modbus_rtu": "drivers.modbus",
+    "opcua": "drivers.opcua",
+    "http": "agent.forwarders.http",
+    "mqtt": "agent.forwarders.mqtt",
+    "odoo": "agent.forwarders.odoo",
+}
+
+
 def make_driver(config: SourceConfig, agent: AgentSection) -> Driver:
     return DRIVERS[config.type](config, agent)
 

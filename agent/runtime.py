@@ -19,6 +19,7 @@ from typing import Any
 from agent.config.models import FloorgateConfig, SourceConfig
 from agent.engine import RuleEngine
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
+from agent.memory import fix_mmap_threshold, release_free_heap
 from agent.registry import make_driver, make_forwarder
 from agent.reload import ReloadPlan, plan_reload
 from agent.status import DestinationHealth
@@ -47,6 +48,7 @@ GIL_SWITCH_INTERVAL = 0.001
 def tune_interpreter() -> None:
     """Process-wide settings the agent runs with (the benchmarks call it too)."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    fix_mmap_threshold()
 
 
 class Agent:
@@ -201,6 +203,7 @@ class Agent:
                     last_prune = time.monotonic()
                     await self._prune()
                 self.buffer_error = None
+                release_free_heap()
             except Exception as exc:  # health shows it; the next round tries again
                 if self.buffer_error is None:
                     log.error("buffer statistics failed error=%s", exc)

@@ -11,7 +11,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from agent.config.loader import ConfigError, load_config
+from agent.config.child import load_in_subprocess
+from agent.config.loader import ConfigError
 from agent.config.models import FloorgateConfig
 from agent.reload import ReloadRefused
 from agent.report import health_report
@@ -46,7 +47,7 @@ async def _report_status(agent: Agent, notifier: SystemdNotifier) -> None:
 async def _reload(agent: Agent, path: Path, notifier: SystemdNotifier) -> None:
     notifier.reloading()
     try:
-        new = load_config(path)
+        new = await load_in_subprocess(path)
         checksum = config_checksum(path)
         plan = await agent.reload(new, checksum)
     except ConfigError as exc:

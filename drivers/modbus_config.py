@@ -24,7 +24,7 @@ class InputType(enum.StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", defer_build=True, use_enum_values=False)
 
 
 DEVICE_ADDRESS_ALIASES = AliasChoices("device_address", "slave", "unit")

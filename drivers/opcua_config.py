@@ -23,7 +23,7 @@ from drivers.units import Duration, format_duration
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 NODE_ID_PATTERN = r"^(nsu=[^;]+;|ns=\d+;)?(i=\d+|s=.+|g=[0-9A-Fa-f-]{36}|b=.+)$"

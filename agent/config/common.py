@@ -14,7 +14,7 @@ NAME_PATTERN = r"^[A-Za-z0-9_\-]+$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class EventType(enum.StrEnum):

@@ -16,13 +16,18 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import ValidationError
 
 from agent.config.models import FloorgateConfig
 from agent.config.xref import cross_check
+
+if TYPE_CHECKING:
+    import yaml
+
+# PyYAML is imported where a file is parsed, not here: `floorgate run` parses in a child
+# process (agent.config.child), and the agent itself then never needs it (1.6 MiB).
 
 ENV_PREFIX = "FLOORGATE__"
 EX_CONFIG = 78
@@ -45,6 +50,10 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__(self.render())
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, list[ConfigProblem]]]:
+        # Rebuilt from its fields: the config loads in a child process (agent.config.child).
+        return (type(self), (self.file, self.problems))
+
     def render(self) -> str:
         lines = [f"invalid configuration in {self.file}:"]
         lines += [f"  {problem.render(self.file)}" for problem in self.problems]
@@ -65,6 +74,8 @@ def _line_map(
     node: yaml.Node, prefix: tuple[int | str, ...] = ()
 ) -> Iterator[tuple[tuple[int | str, ...], int]]:
     """Map each key path to its 1-based line, so messages can point into the file."""
+    import yaml
+
     yield prefix, node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -78,17 +89,22 @@ def _line_map(
             yield from _line_map(item, (*prefix, index))
 
 
-# libyaml when PyYAML was built with it (the wheels are): a 5,000-tag config parses in
-# 0.5 s instead of 3.6 s, with a third of the peak memory.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _loader() -> type[yaml.SafeLoader] | type[yaml.CSafeLoader]:
+    import yaml
+
+    # libyaml when PyYAML was built with it (the wheels are): a 5,000-tag config parses
+    # in 0.5 s instead of 3.6 s, with a third of the peak memory.
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _parse_yaml(text: str, file: str) -> Any:
     """The data of the file. Line numbers are not kept: they are needed only for an
     error, and ``_lines`` finds them by parsing again then. (Keeping a line for every
     key of a 5,000-tag file cost 5 MiB and 0.15 s at every start.)"""
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
@@ -100,11 +116,15 @@ def _parse_yaml(text: str, file: str) -> Any:
 
 def _lines(text: str) -> dict[tuple[int | str, ...], int]:
     """The 1-based line of every key path of a file that parsed before."""
-    node = yaml.compose(text, Loader=_Loader)
+    import yaml
+
+    node = yaml.compose(text, Loader=_loader())
     return dict(_line_map(node)) if node is not None else {}
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str], file: str) -> None:
+    import yaml
+
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue

@@ -171,7 +171,7 @@ class FloorgateConfig(BaseModel):
     address list items. As a base class alone it cost 5 MiB of RSS and 80 ms of every
     start (its import). ``validate_default`` is what BaseSettings set."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
     agent: AgentSection = Field(default_factory=AgentSection)
     sources: list[SourceConfig] = Field(min_length=1)

@@ -11,7 +11,7 @@ from drivers.units import Duration
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class MachineStateValue(enum.StrEnum):

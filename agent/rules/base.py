@@ -7,7 +7,7 @@ rule resumes exactly where its last committed event left it (no double count, no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -29,8 +29,12 @@ class Rule(Protocol):
     key: str
     """Unique and stable across restarts: the key its state is persisted under."""
     machine: str
-    signals: frozenset[str]
-    """Signals this rule reads; the engine calls it only when one of them is in a batch."""
+
+    @property
+    def signals(self) -> Collection[str]:
+        """Signals this rule reads; the engine calls it only when one of them is in a batch."""
+        ...
+
     dirty: bool
     """True when state that must survive a restart changed since the last snapshot()."""
 
