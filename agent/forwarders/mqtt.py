@@ -22,8 +22,8 @@ those in the buffer. An event is never reported delivered before its PUBACK.
 
 The client id is stable (default ``floorgate-<agent id>-<destination>``) and the session
 persistent (MQTT 3.1.1 clean session false; MQTT 5 clean start false with
-``session_expiry``). A connection that drops while idle is re-established by paho in its
-network thread (and says ``online`` again). A connection that drops or stops answering
+``session_expiry``). A connection that drops while idle is re-established by the link,
+with backoff (and says ``online`` again). A connection that drops or stops answering
 during a batch is closed for good, and the batch's unacknowledged events are sent again
 on a new connection — the same ids, so a repeat is harmless.
 
@@ -40,8 +40,9 @@ What goes wrong, and what the delivery loop is told
   kept for retry. MQTT 3.1.1 has no such answer: Mosquitto acknowledges a publish its ACL
   denies, so use MQTT 5 where the ACL matters.
 
-paho-mqtt is used only in this module. Its callbacks run in paho's network thread and do
-nothing but hand their facts to the event loop; all state is kept on the loop.
+paho-mqtt is used only in this module, without its network thread: the event loop
+watches paho's socket and calls paho when it is readable or writable, so every paho
+callback runs on the loop and all state is kept there (see ``_Link``).
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ P = ParamSpec("P")
 
 ONLINE = b"online"
 OFFLINE = b"offline"
-CLOSE_GRACE = 2.0  # longest wait for the offline status's PUBACK, then for the thread
-RECONNECT_DELAY = (1, 30)  # paho's own backoff (s) when an idle connection dropped
+CLOSE_GRACE = 2.0  # longest wait for the offline status's PUBACK
+RECONNECT_DELAY = (1, 30)  # backoff (s) when an open connection dropped
 
 # CONNACK reason codes (MQTT 3.1.1 codes arrive mapped to these by paho) that a retry can
 # cure; every other refusal needs a person.
@@ -90,39 +91,7 @@ _CONNACK_RETRYABLE = frozenset({0x80, 0x88, 0x89, 0x97})  # unspecified, unavail
 _PUBACK_RETRYABLE = frozenset({0x91, 0x97})  # packet id in use, quota exceeded
 
 
-class _Inbox:
-    """Hands acknowledgements from paho's thread to the loop: one wake-up per burst."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, handler: Callable[[list[Any]], None]):
-        self._loop = loop
-        self._handler = handler
-        self._lock = threading.Lock()
-        self._items: list[Any] = []
-        self._scheduled = False
-
-    def put(self, item: Any) -> None:  # network thread
-        with self._lock:
-            self._items.append(item)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        _call_on_loop(self._loop, self._drain)
-
-    def _drain(self) -> None:  # event loop
-        with self._lock:
-            items, self._items = self._items, []
-            self._scheduled = False
-        self._handler(items)
-
-
-def _call_on_loop(
-    loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any
-) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-        loop.call_soon_threadsafe(callback, *args)
-
-
-def _no_delay(_: Client, __: Any, sock: Any) -> None:
+def _no_delay(sock: Any) -> None:
     """paho leaves Nagle's algorithm on: the last publishes of a batch would wait for the
     broker's delayed ACK (~40 ms) before leaving."""
     with contextlib.suppress(OSError, AttributeError):
@@ -157,10 +126,24 @@ class _LinkLost(Exception):
 
 
 class _Link:
-    """One connection: a paho client, its network thread, and the publishes in flight."""
+    """One connection: a paho client driven by the event loop, and the publishes in flight.
+
+    paho runs without its network thread: the loop watches its socket and calls paho's
+    loop_read / loop_write when it is readable / writable, and loop_misc every second
+    (keep-alive pings). Every paho callback then runs on the loop. Only connecting (DNS,
+    TCP, TLS handshake: blocking) runs in a worker thread; the socket callbacks paho calls
+    from there are handed to the loop. With paho's own network thread, the loop and that
+    thread took turns at the GIL for every message: a drain to Mosquitto reached about
+    half of bare paho's rate; driven by the loop, about 0.7 (bench/mqtt_bench.py)."""
 
     def __init__(
-        self, client: Client, where: str, status_topic: str, tls: bool, in_flight: int
+        self,
+        client: Client,
+        where: str,
+        status_topic: str,
+        tls: bool,
+        in_flight: int,
+        reconnect: Callable[[], object],
     ) -> None:
         self.client = client
         self.in_flight = in_flight
@@ -170,25 +153,108 @@ class _Link:
         self.lost_reason = "not connected yet"
         self.receive_maximum: int | None = None
         self._status_topic = status_topic
+        self._reconnect_call = reconnect
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         # The CONNACK's reason code, or why the connection ended before one came.
         self._first_answer: asyncio.Future[ReasonCode | str] = self._loop.create_future()
         self._trackers: dict[int, _Tracker] = {}
-        self._inbox = _Inbox(self._loop, self._settle)
-        self._started = False
-        # A callback that raises would end paho's network thread: each one logs its own
+        self._read_fd: int | None = None  # paho's socket, watched for reading
+        self._write_fd: int | None = None  # ... and for writing, while paho has bytes
+        self._closing = False
+        self._answered = asyncio.Event()  # set by every CONNACK and every drop
+        self._misc: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        # A callback that raises would abort paho's read or write: each one logs its own
         # failure (see _logged), and paho is told to carry on regardless.
         client.suppress_exceptions = True
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
-        client.on_socket_open = _no_delay
+        client.on_socket_open = self._socket_open
+        client.on_socket_close = self._socket_close
+        client.on_socket_register_write = self._socket_register_write
+        client.on_socket_unregister_write = self._socket_unregister_write
 
     @property
     def too_many_in_flight(self) -> bool:
         return self.receive_maximum is not None and self.receive_maximum < self.in_flight
 
-    # --- paho's network thread: hand over, nothing else -----------------------------
+    # --- the socket, watched by the loop ---------------------------------------------
+
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run now when on the loop's thread, else hand it to the loop (connecting)."""
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(callback, *args)
+
+    def _socket_open(self, _: Client, __: Any, sock: Any) -> None:
+        _no_delay(sock)
+        self._on_loop(self._watch, sock)
+
+    def _socket_close(self, _: Client, __: Any, sock: Any) -> None:
+        self._on_loop(self._unwatch, sock)
+
+    def _socket_register_write(self, _: Client, __: Any, sock: Any) -> None:
+        self._on_loop(self._watch_writes, sock)
+
+    def _socket_unregister_write(self, _: Client, __: Any, sock: Any) -> None:
+        self._on_loop(self._unwatch_writes, sock)
+
+    # Watched by file descriptor number: a socket paho closed from the connect thread
+    # reports fileno() -1 by the time the loop hears of it.
+
+    def _watch(self, sock: Any) -> None:
+        fd = sock.fileno()
+        if self._closing or fd < 0:
+            return
+        self._unwatch(sock)
+        self._read_fd = fd
+        self._loop.add_reader(fd, self._readable)
+
+    def _unwatch(self, _: Any) -> None:
+        self._unwatch_writes(None)
+        if self._read_fd is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._read_fd)
+            self._read_fd = None
+
+    def _watch_writes(self, sock: Any) -> None:
+        fd = sock.fileno()
+        if self._closing or fd < 0 or fd != self._read_fd or self._write_fd == fd:
+            return
+        self._write_fd = fd
+        self._loop.add_writer(fd, self._writable)
+
+    def _unwatch_writes(self, _: Any) -> None:
+        if self._write_fd is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(self._write_fd)
+            self._write_fd = None
+
+    def _readable(self) -> None:
+        client = self.client
+        client.loop_read()
+        # TLS: a record may hold more than paho read; those bytes wait in the SSL object
+        # while the socket itself is no longer readable, so read them now.
+        sock = client.socket()
+        while sock is not None and getattr(sock, "pending", lambda: 0)() > 0:
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+            sock = client.socket()
+
+    def _writable(self) -> None:
+        self.client.loop_write()
+
+    async def _keep_alive(self) -> None:
+        """paho's periodic work: PINGREQ when due, and a dead broker noticed."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.client.loop_misc()
+
+    # --- paho's callbacks (on the loop) ------------------------------------------------
 
     @_logged
     def _paho_connect(
@@ -207,7 +273,15 @@ class _Link:
             self.receive_maximum = receive_maximum
         if not reason.is_failure and not self.too_many_in_flight:
             client.publish(self._status_topic, ONLINE, qos=1, retain=True)
-        _call_on_loop(self._loop, self._on_connect, reason, flags.session_present)
+        if not reason.is_failure:
+            if self._first_answer.done():
+                log.info(
+                    "mqtt reconnected %s session_present=%s", self.where, flags.session_present
+                )
+            self.connected = True
+        self._answered.set()
+        if not self._first_answer.done():
+            self._first_answer.set_result(reason)
 
     @_logged
     def _paho_disconnect(
@@ -217,48 +291,57 @@ class _Link:
             why = f"the broker closed the connection: {reason}"
         else:
             why = "connection lost"
-        _call_on_loop(self._loop, self._on_disconnect, why)
+        if self.connected and not self._trackers and not self._closing:
+            log.warning(
+                "mqtt connection lost while idle %s reason=%r next=reconnect", self.where, why
+            )
+        self.connected = False
+        self.lost_reason = why
+        self._answered.set()
+        if not self._first_answer.done():
+            self._first_answer.set_result(why)
+        for tracker in set(self._trackers.values()):
+            tracker.done.set()
+        if self._first_answer.done() and not self._closing and self._reconnecting is None:
+            self._reconnecting = self._loop.create_task(self._reconnect(), name="mqtt reconnect")
 
     @_logged
     def _paho_publish(
         self, _: Client, __: Any, mid: int, reason: ReasonCode, ___: Properties | None
     ) -> None:
-        self._inbox.put((mid, reason))
+        tracker = self._trackers.pop(mid, None)
+        if tracker is not None:
+            tracker.waiting.discard(mid)
+            tracker.answers[mid] = reason
+            if not tracker.waiting:
+                tracker.done.set()
+
+    async def _reconnect(self) -> None:
+        """A connection that dropped while open: connect again with backoff (as paho's
+        own network thread would), until it is back or the link is closed."""
+        delay: float = RECONNECT_DELAY[0]
+        try:
+            while not self._closing and not self.connected:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_DELAY[1])
+                self._answered.clear()
+                try:
+                    await asyncio.to_thread(self._reconnect_call)
+                except ForwardError as exc:
+                    self.lost_reason = str(exc)
+                    continue
+                # The CONNACK (or the next drop) comes through the socket now watched.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RECONNECT_DELAY[1]):
+                        await self._answered.wait()
+        finally:
+            self._reconnecting = None
 
     # --- the event loop --------------------------------------------------------------
 
-    def _on_connect(self, reason: ReasonCode, session_present: bool) -> None:
-        if not reason.is_failure:
-            if self._first_answer.done():
-                log.info("mqtt reconnected %s session_present=%s", self.where, session_present)
-            self.connected = True
-        if not self._first_answer.done():
-            self._first_answer.set_result(reason)
-
-    def _on_disconnect(self, reason: str) -> None:
-        if self.connected and not self._trackers:
-            log.warning(
-                "mqtt connection lost while idle %s reason=%r next=reconnect", self.where, reason
-            )
-        self.connected = False
-        self.lost_reason = reason
-        if not self._first_answer.done():
-            self._first_answer.set_result(reason)
-        for tracker in set(self._trackers.values()):
-            tracker.done.set()
-
-    def _settle(self, answers: list[tuple[int, ReasonCode]]) -> None:
-        for mid, reason in answers:
-            tracker = self._trackers.pop(mid, None)
-            if tracker is not None:
-                tracker.waiting.discard(mid)
-                tracker.answers[mid] = reason
-                if not tracker.waiting:
-                    tracker.done.set()
-
     async def open(self, connect: Callable[[], object], within: float) -> None:
-        """Connect (blocking socket and TLS work in a thread), start paho's network
-        thread, and wait for the CONNACK."""
+        """Connect (blocking socket and TLS work in a thread), then let the loop drive
+        the socket, and wait for the CONNACK."""
         connecting = asyncio.ensure_future(asyncio.to_thread(connect))
         try:
             await asyncio.shield(connecting)
@@ -266,8 +349,7 @@ class _Link:
             # The thread finishes its connect regardless: close what it opened then.
             connecting.add_done_callback(lambda _: self._discard_sockets())
             raise
-        self.client.loop_start()
-        self._started = True
+        self._misc = self._loop.create_task(self._keep_alive(), name="mqtt keep-alive")
         try:
             async with asyncio.timeout(within):
                 reason = await self._first_answer
@@ -309,33 +391,32 @@ class _Link:
             raise _LinkLost(self.lost_reason)
 
     async def close(self, say_offline: bool) -> None:
-        """Say offline (bounded), disconnect, stop the network thread, close sockets."""
+        """Say offline (bounded), disconnect, stop watching the socket and close it."""
         client = self.client
         if say_offline and self.connected:
             tracker = _Tracker()
             with contextlib.suppress(_LinkLost, _Refused):
                 self.publish(tracker, Message(self._status_topic, 1, True), OFFLINE)
                 await self.wait(tracker, CLOSE_GRACE)
+        self._closing = True
         self.connected = False
+        for task in (self._misc, self._reconnecting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         client.drop_out_messages()  # the buffer still has them; nothing may resend them
         client.disconnect()
-        if self._started:
-            self._started = False
-            stopping = asyncio.ensure_future(asyncio.to_thread(client.loop_stop))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_GRACE):
-                    await asyncio.shield(stopping)
-            if not stopping.done():  # stuck writing to a dead peer: cut the socket
-                with contextlib.suppress(OSError, AttributeError):
-                    client.socket().close()  # type: ignore[union-attr]
-                stopping.add_done_callback(lambda _: self._discard_sockets())
-                return
+        # The DISCONNECT goes out now if the socket takes it (it is non-blocking: a dead
+        # peer cannot hold the close up); writing it makes paho close the socket.
+        with contextlib.suppress(OSError):
+            client.loop_write()
         self._discard_sockets()
 
     def _discard_sockets(self) -> None:
-        # paho has no public call that closes its socket and wake-up socket pair once
-        # the thread has stopped; left to its __del__ they would close during garbage
-        # collection, in any order, with a ResourceWarning.
+        # paho has no public call that closes its socket; left to its __del__ it would
+        # close during garbage collection, with a ResourceWarning.
+        self._unwatch(None)
         self.client._reset_sockets()
 
 
@@ -433,7 +514,14 @@ class MqttForwarder:
     async def _open_link(self) -> _Link:
         client = self._new_client()
         tls = self._config.tls is not None
-        link = _Link(client, self._where, self.status_topic, tls, self._in_flight)
+        link = _Link(
+            client,
+            self._where,
+            self.status_topic,
+            tls,
+            self._in_flight,
+            reconnect=self._blocking_connect(client, again=True),
+        )
         try:
             await link.open(self._blocking_connect(client), self._config.connect_timeout)
         except BaseException:
@@ -449,11 +537,10 @@ class MqttForwarder:
             client_id=self.client_id,
             clean_session=None if v5 else False,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            reconnect_on_failure=True,
+            reconnect_on_failure=False,  # the link reconnects (paho's loop is not used)
         )
         client.max_inflight_messages_set(self._in_flight)
         client.max_queued_messages_set(0)  # bounded by the batch size instead
-        client.reconnect_delay_set(*RECONNECT_DELAY)
         client.connect_timeout = config.connect_timeout
         client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         if config.username is not None:
@@ -463,9 +550,13 @@ class MqttForwarder:
             client.tls_set_context(self._tls)
         return client
 
-    def _blocking_connect(self, client: Client) -> Callable[[], object]:
+    def _blocking_connect(self, client: Client, again: bool = False) -> Callable[[], object]:
+        """The blocking connect, for a worker thread; ``again``: reconnect with what the
+        first connect set (paho keeps host, properties and clean start)."""
         config = self._config
-        if config.protocol is MqttProtocol.V5:
+        if again:
+            call: Callable[[], object] = client.reconnect
+        elif config.protocol is MqttProtocol.V5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = int(config.session_expiry)
             call = functools.partial(

@@ -93,3 +93,26 @@ def test_topics_come_from_the_events_isa95_place() -> None:
 def test_an_event_that_cannot_be_published_says_why(payload: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TopicBuilder(config(), "gw").messages("sample", payload)
+
+
+def test_topics_are_kept_per_type_and_source_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TopicBuilder, "CACHE_SIZE", 2)
+    builder = TopicBuilder(config(), "gw")
+    press = b'{"source": "/plant/hall/line1/press1"}'
+    first = builder.messages("sample", press)
+    first.append(Message("changed/by/the/caller", 0, False))  # a caller's list is its own
+    assert builder.messages("sample", press) == [
+        Message("plant/hall/line1/press1/sample", 1, False)
+    ]
+    for machine in ("m2", "m3", "m4"):  # past the bound: kept ones are dropped, not wrong
+        source = f'{{"source": "/plant/hall/line1/{machine}"}}'.encode()
+        assert builder.messages("alarm", source) == [
+            Message(f"plant/hall/line1/{machine}/alarm", 1, False)
+        ]
+        assert len(builder._cache) <= 2
+    with pytest.raises(ValueError, match="wildcard"):  # refusals are never kept
+        builder.messages("sample", b'{"source": "/plant/hall/line1/a+b"}')
+    with pytest.raises(ValueError, match="wildcard"):
+        builder.messages("sample", b'{"source": "/plant/hall/line1/a+b"}')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,6 +65,9 @@ async def test_status_is_online_while_connected_and_offline_after_a_clean_close(
         async with delivering(buffer, mqtt_config(broker.port)) as running:
             await wait_until(lambda: sub.last("floorgate/gw/status") == b"online", 30, "online")
             running.check()
+            # paho runs on the event loop: no network thread of its own for the forwarder
+            # (the test's subscriber has one, named after its client id).
+            assert not [t for t in threading.enumerate() if "floorgate-gw" in t.name]
         await wait_until(lambda: sub.last("floorgate/gw/status") == b"offline", 30, "offline")
     # Retained: a subscriber arriving later still reads the gateway's last word.
     async with Subscriber(broker.port, client_id="late-subscriber") as late:
