@@ -162,6 +162,7 @@ class _Link:
         self._read_fd: int | None = None  # paho's socket, watched for reading
         self._write_fd: int | None = None  # ... and for writing, while paho has bytes
         self._closing = False
+        self._refused: str | None = None  # why the last CONNACK refused, until one accepts
         self._answered = asyncio.Event()  # set by every CONNACK and every drop
         self._misc: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
@@ -279,6 +280,9 @@ class _Link:
                     "mqtt reconnected %s session_present=%s", self.where, flags.session_present
                 )
             self.connected = True
+            self._refused = None
+        else:  # kept as the reason through the drop that follows (e.g. a rotated password)
+            self._refused = str(_refusal(self.where, reason))
         self._answered.set()
         if not self._first_answer.done():
             self._first_answer.set_result(reason)
@@ -287,11 +291,14 @@ class _Link:
     def _paho_disconnect(
         self, _: Client, __: Any, flags: DisconnectFlags, reason: ReasonCode, ___: Properties | None
     ) -> None:
-        if flags.is_disconnect_packet_from_server:
+        if self._refused is not None:
+            why = self._refused
+        elif flags.is_disconnect_packet_from_server:
             why = f"the broker closed the connection: {reason}"
         else:
             why = "connection lost"
-        if self.connected and not self._trackers and not self._closing:
+        was_open = self.connected
+        if was_open and not self._trackers and not self._closing:
             log.warning(
                 "mqtt connection lost while idle %s reason=%r next=reconnect", self.where, why
             )
@@ -302,7 +309,9 @@ class _Link:
             self._first_answer.set_result(why)
         for tracker in set(self._trackers.values()):
             tracker.done.set()
-        if self._first_answer.done() and not self._closing and self._reconnecting is None:
+        # Only an open connection is re-established here: one that never opened is the
+        # caller's to retry, and a reconnect under way goes on by itself.
+        if was_open and not self._closing and self._reconnecting is None:
             self._reconnecting = self._loop.create_task(self._reconnect(), name="mqtt reconnect")
 
     @_logged
@@ -325,11 +334,18 @@ class _Link:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY[1])
                 self._answered.clear()
+                if self.client.socket() is not None:  # close the last try's socket here,
+                    self._discard_sockets()  # not in the thread while the loop watches it
+                attempt = asyncio.ensure_future(asyncio.to_thread(self._reconnect_call))
                 try:
-                    await asyncio.to_thread(self._reconnect_call)
+                    await asyncio.shield(attempt)
                 except ForwardError as exc:
                     self.lost_reason = str(exc)
                     continue
+                except asyncio.CancelledError:
+                    # The thread finishes its attempt regardless: close what it opened.
+                    attempt.add_done_callback(self._discard_after)
+                    raise
                 # The CONNACK (or the next drop) comes through the socket now watched.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RECONNECT_DELAY[1]):
@@ -400,17 +416,22 @@ class _Link:
                 await self.wait(tracker, CLOSE_GRACE)
         self._closing = True
         self.connected = False
-        for task in (self._misc, self._reconnecting):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [task for task in (self._misc, self._reconnecting) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         client.drop_out_messages()  # the buffer still has them; nothing may resend them
         client.disconnect()
         # The DISCONNECT goes out now if the socket takes it (it is non-blocking: a dead
         # peer cannot hold the close up); writing it makes paho close the socket.
         with contextlib.suppress(OSError):
             client.loop_write()
+        self._discard_sockets()
+
+    def _discard_after(self, attempt: asyncio.Future[object]) -> None:
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: a failed attempt is no news after a close
         self._discard_sockets()
 
     def _discard_sockets(self) -> None:

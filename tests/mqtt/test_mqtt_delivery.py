@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from agent.config.models import AgentSection
 from agent.events import Event
 from agent.forwarders.base import SendResult
+from agent.forwarders.mqtt import MqttForwarder
 from agent.status import DestinationState
 from buffer.sqlite import SqliteBuffer
 from tests.helpers import wait_until
@@ -237,3 +240,30 @@ async def test_an_idle_connection_comes_back_by_itself_and_says_online_again(
         await broker.stop()
     after_restart = broker.log_text().split("running")[-1]
     assert "as floorgate-gw-broker" in after_restart
+
+
+async def test_a_close_during_a_reconnect_attempt_leaves_no_socket_behind(
+    broker: Mosquitto,
+) -> None:
+    forwarder = MqttForwarder(mqtt_config(broker.port), AgentSection(id="gw"))
+    await forwarder.connect()
+    link = forwarder._link
+    assert link is not None
+    entered, finished = threading.Event(), threading.Event()
+    real = link._reconnect_call
+
+    def slow_reconnect() -> object:  # a slow DNS lookup, TCP connect or TLS handshake
+        entered.set()
+        time.sleep(1.0)
+        try:
+            return real()
+        finally:
+            finished.set()
+
+    link._reconnect_call = slow_reconnect
+    await broker.stop()
+    await broker.start()  # the idle link dropped: it reconnects by itself
+    await wait_until(entered.is_set, 30, "a reconnect attempt under way")
+    await forwarder.close()  # while the attempt is still in its thread
+    await wait_until(finished.is_set, 30, "the attempt over")
+    await wait_until(lambda: link.client.socket() is None, 10, "its socket closed")

@@ -233,3 +233,24 @@ async def test_unreadable_tls_or_password_files_name_the_key(tmp_path: Path) -> 
     login = MqttForwarder(mqtt_config(1, username="gw", password=password), AgentSection(id="gw"))
     with pytest.raises(Fatal, match="password: cannot read secret from file"):
         await login.connect()
+
+
+async def test_an_idle_reconnect_refused_says_why_in_health(
+    locked_broker: Mosquitto, tmp_path: Path
+) -> None:
+    config = mqtt_config(
+        locked_broker.port, username="gateway", password=secret(tmp_path, "pw", "right-password")
+    )
+    forwarder = MqttForwarder(config, AgentSection(id="gw"))
+    await forwarder.connect()
+    try:
+        locked_broker.add_user("gateway", "rotated-password")  # the file still says "right"
+        await locked_broker.stop()
+        await locked_broker.start()
+        await wait_until(
+            lambda: "check username and password" in (forwarder.link_problem() or ""),
+            30,
+            "the refusal named while idle",
+        )
+    finally:
+        await forwarder.close()
