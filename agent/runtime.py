@@ -39,10 +39,11 @@ SAMPLE_QUEUE_SIZE = 1000  # batches; drivers wait when the engine is this far be
 # The buffer's SQLite threads give the GIL up around every statement and need it back
 # afterwards; while the event loop runs rules, each of those waits lasts up to the
 # interpreter's switch interval. At the default 5 ms a commit of a few statements took
-# longer than the round of rules it overlaps; at 1 ms ingest went from ~37k to ~52k
-# events/s (bench/ingest_bench.py), and the loop thread gives the GIL up at most
-# 1,000 times a second.
-GIL_SWITCH_INTERVAL = 0.001
+# longer than the round of rules it overlaps. Measured with bench/ingest_bench.py (same
+# session, alternating): 5 ms 55-60k events/s, 1 ms 73-74k, 0.5 ms 74-81k, 0.25 ms
+# 67-76k. At 0.5 ms the loop thread gives the GIL up at most 2,000 times a second,
+# and only while another thread is waiting for it.
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 def tune_interpreter() -> None:

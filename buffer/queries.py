@@ -25,26 +25,21 @@ CLAIM = """
     ORDER BY d.seq LIMIT ?
 """
 EXCLUDE = " AND e.key NOT IN (SELECT value FROM json_each(?))"
-INSERT_EVENT = (
-    "INSERT OR IGNORE INTO events (seq, id, type, key, time, payload, size, created)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-INSERT_DELIVERY = (
-    "INSERT INTO deliveries (destination, seq, status, attempts, updated)"
-    " VALUES (?, ?, 'pending', 0, ?)"
-)
 # The append path binds a whole batch as one JSON document and lets SQLite unpack it:
 # executemany needs the GIL back for every row, and while the event loop thread is busy
 # with rules each of those waits lasts up to the interpreter's switch interval. Measured
 # against a busy Python thread, executemany stored ~180 rows/s, one json_each statement
-# ~48,000. Elements: [id, type, key, time, payload text]; element i gets seq ?1 + i + 1
-# (?1 is the highest seq ever used, so every slot is free).
+# ~48,000. Elements: [id, type, key, time, offset, length]; element i gets seq ?1 + i + 1
+# (?1 is the highest seq ever used, so every slot is free). The payloads are not in the
+# document but in ?4, all of them end to end, each cut out by its offset and length:
+# bytes as they are (any bytes), without JSON escaping them in Python and unescaping
+# them in SQLite (that cost 0.36 µs per event with the GIL held, and 1.2 µs in SQLite).
 INSERT_EVENTS_JSON = """
     INSERT OR IGNORE INTO events (seq, id, type, key, time, payload, size, created)
     SELECT ?1 + j.key + 1, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
            json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'),
-           CAST(json_extract(j.value, '$[4]') AS BLOB),
-           length(CAST(json_extract(j.value, '$[4]') AS BLOB)), ?2
+           substr(?4, json_extract(j.value, '$[4]') + 1, json_extract(j.value, '$[5]')),
+           json_extract(j.value, '$[5]'), ?2
     FROM json_each(?3) AS j
 """
 # Pending deliveries. When every event of the batch goes to the same destinations (the
@@ -170,11 +165,8 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float
     counters, in the caller's transaction."""
     found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     base: int = found[0] if found else 0
-    document = _events_document(rows)
-    if document is None:  # a payload JSON text cannot carry: bind row by row
-        _insert_events_by_row(conn, rows, base, now)
-        return
-    inserted = conn.execute(INSERT_EVENTS_JSON, (base, now, document)).rowcount
+    document, payloads = _events_document(rows)
+    inserted = conn.execute(INSERT_EVENTS_JSON, (base, now, document, payloads)).rowcount
     top = base + len(rows)
     routes = {r.destinations for r in rows}
     if len(routes) == 1:
@@ -189,32 +181,6 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float
     conn.execute(COUNT_APPENDED, (base, now, orjson.dumps(destinations), inserted, top))
 
 
-def _insert_events_by_row(
-    conn: sqlite3.Connection, rows: Sequence[EventRow], base: int, now: float
-) -> None:
-    inserted = conn.executemany(
-        INSERT_EVENT,
-        [
-            (seq, r.id, r.type, r.key, r.time, r.payload, len(r.payload), now)
-            for seq, r in enumerate(rows, base + 1)
-        ],
-    ).rowcount
-    numbered: Iterable[tuple[int, EventRow]] = enumerate(rows, base + 1)
-    if inserted < len(rows):  # some ids were stored already: only new ones get deliveries
-        new = {
-            seq
-            for (seq,) in conn.execute(
-                "SELECT seq FROM events WHERE seq > ? AND seq <= ?", (base, base + len(rows))
-            )
-        }
-        numbered = ((seq, r) for seq, r in enumerate(rows, base + 1) if seq in new)
-    deliveries = [(dest, seq, now) for seq, r in numbered for dest in dict.fromkeys(r.destinations)]
-    conn.executemany(INSERT_DELIVERY, deliveries)
-    per_destination = Counter(dest for dest, _, _ in deliveries)
-    changes = [(dest, "pending", n) for dest, n in per_destination.items()]
-    bump(conn, [*changes, (*schema.EVENTS_TOTAL, inserted)], now)
-
-
 def upsert_state(conn: sqlite3.Connection, state: dict[str, str]) -> None:
     if any("\0" in k or "\0" in v for k, v in state.items()):  # JSON text would cut it
         conn.executemany(UPSERT_STATE, state.items())
@@ -222,18 +188,16 @@ def upsert_state(conn: sqlite3.Connection, state: dict[str, str]) -> None:
         conn.execute(UPSERT_STATE_JSON, (orjson.dumps(state),))
 
 
-def _events_document(rows: Sequence[EventRow]) -> bytes | None:
-    """The batch as one JSON array for INSERT_EVENTS_JSON; None when a payload is not
-    UTF-8 text without NUL (JSON text cannot carry it back byte for byte)."""
-    try:
-        payloads = [r.payload.decode() for r in rows]
-    except (AttributeError, UnicodeDecodeError):
-        return None
-    if any("\0" in p for p in payloads):
-        return None
-    return orjson.dumps(
-        [(r.id, r.type, r.key, r.time, p) for r, p in zip(rows, payloads, strict=True)]
-    )
+def _events_document(rows: Sequence[EventRow]) -> tuple[bytes, bytes]:
+    """The batch for INSERT_EVENTS_JSON: a JSON array of [id, type, key, time, offset,
+    length], and every payload end to end."""
+    items = []
+    offset = 0
+    for r in rows:
+        size = len(r.payload)
+        items.append((r.id, r.type, r.key, r.time, offset, size))
+        offset += size
+    return orjson.dumps(items), b"".join(r.payload for r in rows)
 
 
 def move(

@@ -1,6 +1,6 @@
-"""The append statement unpacks a batch from one JSON document; payloads JSON text
-cannot carry byte for byte (not UTF-8, or with NUL) take the row-by-row path. Both
-must store the same rows, deliveries and counters, and give the payload back exactly."""
+"""The append statement unpacks a batch from one JSON document, with the payloads end to
+end in one blob beside it: any payload (JSON text, not UTF-8, with NUL) must be stored
+with the same rows, deliveries and counters, and given back exactly."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def table(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize("kind", list(PAYLOADS))
-async def test_both_append_paths_store_the_same_rows_and_counts(tmp_path: Path, kind: str) -> None:
+async def test_every_payload_is_stored_with_the_same_rows_and_counts(
+    tmp_path: Path, kind: str
+) -> None:
     payload = PAYLOADS[kind]
     buf = await SqliteBuffer.open(tmp_path / "b.db")
     try:
