@@ -88,25 +88,18 @@ class ChildLoad:
         return names
 
     def result(self) -> FloorgateConfig:
-        found = self._collect()
-        if isinstance(found, FloorgateConfig):
-            return found
-        if isinstance(found, ConfigError):
-            raise found
-        return load_config(self.path)  # the child failed otherwise: do it here
+        found = _taken(self._collect())
+        return found if found is not None else load_config(self.path)  # the child failed
 
-    def _collect(self) -> object:
+    def _collect(self) -> bytes:
         if self._pid is None or self._pipe is None:
-            return None
+            return b""
         with self._pipe as pipe:
-            try:
-                found = pickle.load(pipe)  # from our own fork, over a pipe only it holds
-            except Exception:
-                found = None
+            data = pipe.read()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self._pid, 0)
         self._pid = self._pipe = None
-        return found
+        return data
 
 
 async def load_in_subprocess(path: Path) -> FloorgateConfig:
@@ -123,32 +116,39 @@ async def load_in_subprocess(path: Path) -> FloorgateConfig:
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
-    found = _unpickle(out) if proc.returncode == 0 else None
-    if isinstance(found, FloorgateConfig):
-        return found
-    if isinstance(found, ConfigError):
-        raise found
-    return await asyncio.to_thread(load_config, path)
+    found = _taken(out if proc.returncode == 0 else b"")
+    return found if found is not None else await asyncio.to_thread(load_config, path)
 
 
-def _unpickle(data: bytes) -> object:
+def _outcome(path: Path) -> bytes:
+    """What a child hands back, pickled: the config, or the ConfigError of its load."""
     try:
-        return pickle.loads(data)  # from our own subprocess, over its private stdout
+        found: object = load_config(path)
+    except ConfigError as exc:
+        found = exc
+    return pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _taken(data: bytes) -> FloorgateConfig | None:
+    """The config a child handed back; raises its ConfigError; None when it handed back
+    nothing usable (it died, or the result is torn), so the caller loads by itself."""
+    try:
+        found = pickle.loads(data)  # from our own child, over a pipe only it holds
     except Exception:
         return None
+    if isinstance(found, ConfigError):
+        raise found
+    return found if isinstance(found, FloorgateConfig) else None
 
 
 def _child(path: Path, write_end: int) -> None:
-    """Load, pickle the config or the ConfigError into the pipe, and exit without
-    running the parent's cleanup (atexit handlers, buffered output)."""
+    """Load and hand the outcome back through the pipe, then exit without running the
+    parent's cleanup (atexit handlers, buffered output)."""
     code = 1
     try:
-        try:
-            found: object = load_config(path)
-        except ConfigError as exc:
-            found = exc
+        data = _outcome(path)
         with os.fdopen(write_end, "wb") as pipe:
-            pickle.dump(found, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+            pipe.write(data)
         code = 0
     except BaseException:
         pass
@@ -156,15 +156,5 @@ def _child(path: Path, write_end: int) -> None:
         os._exit(code)
 
 
-def _main(path: Path) -> None:
-    """``python -m agent.config.child PATH``: the result, pickled, on stdout."""
-    try:
-        found: object = load_config(path)
-    except ConfigError as exc:
-        found = exc
-    sys.stdout.buffer.write(pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
-
-
-if __name__ == "__main__":
-    _main(Path(sys.argv[1]))
+if __name__ == "__main__":  # python -m agent.config.child PATH: the outcome on stdout
+    sys.stdout.buffer.write(_outcome(Path(sys.argv[1])))

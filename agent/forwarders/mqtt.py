@@ -336,16 +336,11 @@ class _Link:
                 self._answered.clear()
                 if self.client.socket() is not None:  # close the last try's socket here,
                     self._discard_sockets()  # not in the thread while the loop watches it
-                attempt = asyncio.ensure_future(asyncio.to_thread(self._reconnect_call))
                 try:
-                    await asyncio.shield(attempt)
+                    await self._connect_in_thread(self._reconnect_call)
                 except ForwardError as exc:
                     self.lost_reason = str(exc)
                     continue
-                except asyncio.CancelledError:
-                    # The thread finishes its attempt regardless: close what it opened.
-                    attempt.add_done_callback(self._discard_after)
-                    raise
                 # The CONNACK (or the next drop) comes through the socket now watched.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RECONNECT_DELAY[1]):
@@ -358,13 +353,7 @@ class _Link:
     async def open(self, connect: Callable[[], object], within: float) -> None:
         """Connect (blocking socket and TLS work in a thread), then let the loop drive
         the socket, and wait for the CONNACK."""
-        connecting = asyncio.ensure_future(asyncio.to_thread(connect))
-        try:
-            await asyncio.shield(connecting)
-        except asyncio.CancelledError:
-            # The thread finishes its connect regardless: close what it opened then.
-            connecting.add_done_callback(lambda _: self._discard_sockets())
-            raise
+        await self._connect_in_thread(connect)
         self._misc = self._loop.create_task(self._keep_alive(), name="mqtt keep-alive")
         try:
             async with asyncio.timeout(within):
@@ -429,9 +418,19 @@ class _Link:
             client.loop_write()
         self._discard_sockets()
 
+    async def _connect_in_thread(self, connect: Callable[[], object]) -> None:
+        """The blocking connect (DNS, TCP, TLS) in a worker thread. Cancelled, the
+        thread still finishes its attempt: whatever it opened is closed then."""
+        attempt = asyncio.ensure_future(asyncio.to_thread(connect))
+        try:
+            await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            attempt.add_done_callback(self._discard_after)
+            raise
+
     def _discard_after(self, attempt: asyncio.Future[object]) -> None:
         if not attempt.cancelled():
-            attempt.exception()  # retrieved: a failed attempt is no news after a close
+            attempt.exception()  # retrieved: a failed attempt is no news after a cancel
         self._discard_sockets()
 
     def _discard_sockets(self) -> None:

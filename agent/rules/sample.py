@@ -110,7 +110,7 @@ class SampleRule:
     # -- internals -------------------------------------------------------------------
 
     def _due(self, time: datetime) -> bool:
-        interval, last = self.config.interval, self._emitted_at
+        interval, last = self._interval, self._emitted_at
         return (
             interval is not None and last is not None and (time - last).total_seconds() >= interval
         )
