@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench clean deb
+.PHONY: demo test test-odoo lint format bench clean deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/floorgate demo
 
-# .ci/system-deps installs the system tools the tests use when they are missing (as root).
+# .ci/system-deps installs the system tools the tests use when they are missing (as root);
+# .ci/odoo-servers prepares the real Odoo 18 and 19 servers from ../shared/odoo (cached).
 test: $(STAMP)
 	.ci/system-deps
+	.ci/odoo-servers prepare
 	$(BIN)/pytest
+
+# Only the Odoo destination, against the real servers (and the stand-in for faults).
+test-odoo: $(STAMP)
+	.ci/odoo-servers prepare
+	$(BIN)/pytest tests/odoo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,7 +10,10 @@ One flush (one claimed batch) is a handful of calls, whatever its size:
 3. ``mrp.workorder.write({"qty_producing": total})`` per work order counted — an
    absolute total of the events applied to it (see ``odoo_state``), never read-add-write;
 4. ``stock.scrap.load()`` then ``do_scrap`` / ``action_validate`` (per machine config);
-5. ``mrp.production.button_mark_done`` with backorder context (``finish_orders``).
+5. ``mrp.production.button_mark_done`` (``finish_orders``), a backorder only for a rest.
+
+Between 1 and 2, work-order timers on a work center that goes down are ended at the
+downtime's start and resumed when it runs again (``odoo_timers``).
 
 Each call is repeat-safe (external ids with the event id, absolute totals, local record
 of what was closed, validated and finished), so when anything fails transiently the
@@ -36,6 +39,7 @@ from agent.forwarders.odoo_mapping import PRODUCTION, SCRAP, WORKORDER, LoadTabl
 from agent.forwarders.odoo_master import MasterData
 from agent.forwarders.odoo_plan import Decoded, Plan, Planner
 from agent.forwarders.odoo_state import OdooState
+from agent.forwarders.odoo_timers import TimerKeeper
 from agent.forwarders.odoo_transport import CallRejected, OdooTransport
 from buffer.rows import ClaimedEvent
 from drivers.secrets import SecretError, read_secret
@@ -183,6 +187,11 @@ class OdooForwarder:
         await self._load_all(plan.productivity, plan)
         closed = [x for x in plan.closes if x in plan.productivity.rows]
         self._state.mark_closed(closed)
+        assert self.transport is not None and self._master is not None
+        timers = TimerKeeper(
+            self.config, self.agent_id, self.transport, self._state, self._master, self._load_all
+        )
+        await timers.apply(plan)
         await self._load_all(plan.requests, plan)
         self._state.assign_counts(plan.assignments)
         self._state.commit()  # assignments are durable before any total is written
@@ -315,42 +324,56 @@ class OdooForwarder:
             return REFUSED
 
     async def _finish(self, plan: Plan) -> None:
+        """Close each order once: a backorder only for a real rest (Odoo refuses one of
+        nothing), and success judged by the order's state afterwards, not by the answer
+        (a backorder comes back as a window action; a wizard means not finished)."""
         assert self.transport is not None and self._state is not None
         for production_id, seqs in plan.finish.items():
             ref = str(production_id)
             if self._state.is_done("order", ref):
                 continue
-            rows = await self.transport.call(
-                PRODUCTION, "read", ids=[production_id], fields=["state", "name"]
-            )
-            if rows and rows[0].get("state") in ("done", "cancel"):
-                self._state.mark_done("order", [ref])
-                continue
-            context = {"skip_backorder": True, "mo_ids_to_backorder": [production_id]}
-            try:
-                answer = await self.transport.call(
-                    PRODUCTION, "button_mark_done", ids=[production_id], context=context
-                )
-            except CallRejected as exc:
-                log.warning(
-                    "order not finished destination=%s production=%d error=%r next=finish-in-odoo",
+            order = await self._production(production_id)
+            if order.get("state") not in ("done", "cancel"):
+                answer = await self._mark_done(production_id, order)
+                order = await self._production(production_id)
+                if order.get("state") != "done":
+                    wizard = answer.get(WIZARD_FIELD) if isinstance(answer, dict) else None
+                    log.warning(
+                        "order not finished destination=%s production=%d state=%s why=%s "
+                        "next=finish-in-odoo",
+                        self.name,
+                        production_id,
+                        order.get("state"),
+                        wizard or answer,
+                    )
+                    continue
+                log.info(
+                    "order finished destination=%s production=%d events=%d",
                     self.name,
                     production_id,
-                    str(exc),
+                    len(seqs),
                 )
-                continue
-            if isinstance(answer, dict) and answer.get(WIZARD_FIELD):
-                log.warning(
-                    "order not finished destination=%s production=%d wizard=%s next=finish-in-odoo",
-                    self.name,
-                    production_id,
-                    answer[WIZARD_FIELD],
-                )
-                continue
             self._state.mark_done("order", [ref])
-            log.info(
-                "order finished destination=%s production=%d events=%d",
-                self.name,
-                production_id,
-                len(seqs),
+
+    async def _production(self, production_id: int) -> dict[str, Any]:
+        assert self.transport is not None
+        rows = await self.transport.call(
+            PRODUCTION,
+            "read",
+            ids=[production_id],
+            fields=["state", "product_qty", "qty_producing"],
+        )
+        return dict(rows[0]) if rows else {}
+
+    async def _mark_done(self, production_id: int, order: dict[str, Any]) -> Any:
+        assert self.transport is not None
+        rest = float(order.get("product_qty") or 0) - float(order.get("qty_producing") or 0)
+        context: dict[str, Any] = {"skip_backorder": True, "skip_redirection": True}
+        if rest > 0:
+            context["mo_ids_to_backorder"] = [production_id]
+        try:
+            return await self.transport.call(
+                PRODUCTION, "button_mark_done", ids=[production_id], context=context
             )
+        except CallRejected as exc:
+            return str(exc)

@@ -63,6 +63,17 @@ class ScrapMode(enum.StrEnum):
     IGNORE = "ignore"  # scrap counts are not sent to Odoo
 
 
+class WorkOrderTimers(enum.StrEnum):
+    """What a downtime does to the work-order timers running on its work center (the
+    productivity rows Odoo opens when an operator presses Start)."""
+
+    # End them at the downtime's start (as Odoo's Block button does, but at the machine's
+    # time) and open them again, for the same work orders and users, when it runs again.
+    PAUSE_AND_RESUME = "pause_and_resume"
+    PAUSE = "pause"  # end them at the downtime's start; the operator presses Start again
+    LEAVE = "leave"  # leave them running (blocked and productive time then overlap)
+
+
 class AlarmCleared(enum.StrEnum):
     NOTE = "note"  # the request's description gains "cleared at ..."
     IGNORE = "ignore"
@@ -155,6 +166,12 @@ class OdooDestinationConfig(DestinationCommon):
         default=False,
         description="Close the manufacturing order (button_mark_done with a backorder) when "
         "the count reaches its quantity or the order signal changes.",
+    )
+    work_order_timers: WorkOrderTimers = Field(
+        default=WorkOrderTimers.PAUSE_AND_RESUME,
+        description="pause_and_resume | pause | leave: work-order timers during a downtime "
+        "(availability or quality loss). Ending them keeps Odoo's OEE from counting the "
+        "same minutes as productive and blocked.",
     )
     alarm_cleared: AlarmCleared = Field(
         default=AlarmCleared.NOTE, description="note | ignore: what a cleared alarm does."

@@ -14,6 +14,7 @@ otherwise reads datetimes in the user's timezone).
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -41,6 +42,16 @@ REQUEST_COLUMNS = [
     "maintenance_type",
     "request_date",
     "priority",
+    "description",
+]
+TIMER_COLUMNS = [
+    "id",
+    "workcenter_id/.id",
+    "workorder_id/.id",
+    "user_id/.id",
+    "loss_id/.id",
+    "date_start",
+    "date_end",
     "description",
 ]
 SCRAP_COLUMNS = ["id", "product_id/.id", "scrap_qty", "production_id/.id", "workorder_id/.id"]
@@ -113,6 +124,26 @@ def interval_row(
     }
 
 
+def timer_row(
+    workcenter_id: int,
+    workorder_id: int,
+    user_id: int,
+    loss_id: int,
+    start: datetime,
+    event_id: str,
+) -> dict[str, str]:
+    """A work-order timer opened again when the machine runs (see ``odoo_timers``)."""
+    return {
+        "workcenter_id/.id": str(workcenter_id),
+        "workorder_id/.id": str(workorder_id),
+        "user_id/.id": str(user_id) if user_id else "",
+        "loss_id/.id": str(loss_id),
+        "date_start": odoo_datetime(start),
+        "date_end": "",
+        "description": f"resumed by floorgate when the machine ran again — event {event_id}",
+    }
+
+
 def closing_times(data: MachineStateData) -> tuple[datetime, datetime] | None:
     """Start and end of the interval this state event closes, when there is one."""
     if data.previous_state is None or data.previous_since is None:
@@ -130,7 +161,7 @@ def request_row(
         "maintenance_type": "corrective",
         "request_date": odoo_date(time),
         "priority": priority,
-        "description": (
+        "description": paragraph(
             f"Alarm {data.alarm} on {data.machine} ({data.signal} = {data.value}{limit}, "
             f"severity {data.severity.value}) raised at {odoo_datetime(time)} UTC — "
             f"floorgate event {event_id}"
@@ -138,11 +169,17 @@ def request_row(
     }
 
 
+def paragraph(text: str) -> str:
+    """``maintenance.request.description`` is an HTML field: plain text loses its line
+    breaks in Odoo's form, and a ``<`` in a signal name would be markup."""
+    return f"<p>{html.escape(text, quote=False)}</p>"
+
+
 def cleared_note(
     row: dict[str, str], data: AlarmData, event_id: str, time: datetime
 ) -> dict[str, str]:
-    note = (
-        f"\nCleared at {odoo_datetime(time)} UTC ({data.signal} = {data.value}) — "
+    note = paragraph(
+        f"Cleared at {odoo_datetime(time)} UTC ({data.signal} = {data.value}) — "
         f"floorgate event {event_id}"
     )
     return {**row, "description": row.get("description", "") + note}

@@ -38,6 +38,13 @@ SOURCES: dict[Kind, tuple[str, list[str], tuple[str, ...]]] = {
 }
 
 
+# Odoo's record rules hide some records from a user without a manager group.
+VISIBILITY_HINTS = {
+    Kind.EQUIPMENT: "; the integration user sees only equipment it follows, unless it has "
+    "Maintenance / Equipment Manager",
+}
+
+
 # Read whole (a plant has tens of work centers and a handful of losses) or only the
 # references the config names (a catalogue can hold many thousand products).
 NARROW = frozenset({Kind.EQUIPMENT, Kind.PRODUCT})
@@ -67,7 +74,8 @@ class Lookup:
             return f"{self.kind.value} {self.ref!r}: {self.note}"
         if not self.ids:
             fields = " or ".join(SOURCES[self.kind][2])
-            return f"{self.kind.value} {self.ref!r} not found in Odoo ({model} by {fields})"
+            hint = VISIBILITY_HINTS.get(self.kind, "")
+            return f"{self.kind.value} {self.ref!r} not found in Odoo ({model} by {fields}){hint}"
         return (
             f"{self.kind.value} {self.ref!r} is ambiguous in Odoo: {len(self.ids)} {model} "
             f"records (ids {', '.join(map(str, self.ids))})"

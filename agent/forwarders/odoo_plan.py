@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from agent.config.common import EventType
@@ -30,6 +31,7 @@ from agent.forwarders.odoo_config import (
     NoWorkOrder,
     OdooDestinationConfig,
     ScrapMode,
+    WorkOrderTimers,
 )
 from agent.forwarders.odoo_mapping import (
     PRODUCTIVITY,
@@ -98,6 +100,22 @@ class WorkOrder:
         )
 
 
+BLOCKING_LOSS_TYPES = frozenset({"availability", "quality"})  # what Odoo's Block blocks
+
+
+@dataclass(frozen=True)
+class TimerStep:
+    """End the work-order timers on a work center (``pause``) or open them again
+    (``resume``), at the machine's time ``at`` (see ``odoo_timers``)."""
+
+    machine: str
+    workcenter_id: int
+    action: str  # "pause" | "resume"
+    at: datetime
+    event_id: str
+    seq: int
+
+
 @dataclass
 class Plan:
     productivity: LoadTable = field(
@@ -111,6 +129,7 @@ class Plan:
     workorders: dict[int, WorkOrder] = field(default_factory=dict)
     finish: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     closes: list[str] = field(default_factory=list)
+    timers: list[TimerStep] = field(default_factory=list)
     orders: dict[str, str] = field(default_factory=dict)
     planned: list[int] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)
@@ -267,7 +286,11 @@ class Planner:
         if closing is not None and data.previous_state is not None:
             close_loss = self.config.loss_for(data.previous_state, data.previous_reason)
         open_loss = self.config.loss_for(data.state, data.reason)
-        if close_loss is None and open_loss is None:
+        resume = (
+            data.state is MachineStateValue.RUNNING
+            and self.config.work_order_timers is WorkOrderTimers.PAUSE_AND_RESUME
+        )
+        if close_loss is None and open_loss is None and not resume:
             return
         workcenter = await self._workcenter(machine)
         if close_loss is not None and closing is not None and data.previous_event_id:
@@ -286,6 +309,10 @@ class Planner:
             )
             plan.productivity.put(xid, row, item.seq)
             plan.closes.append(xid)
+        if resume:
+            plan.timers.append(
+                TimerStep(machine, workcenter, "resume", data.since, item.event.id, item.seq)
+            )
         if open_loss is not None:
             loss = await self._found(Kind.LOSS, open_loss, machine)
             xid = self.xid("state", item.event.id)
@@ -302,6 +329,11 @@ class Planner:
                 item.event.id,
             )
             plan.productivity.put(xid, row, item.seq)
+            blocking = self.master.loss_types.get(loss) in BLOCKING_LOSS_TYPES
+            if blocking and self.config.work_order_timers is not WorkOrderTimers.LEAVE:
+                plan.timers.append(
+                    TimerStep(machine, workcenter, "pause", data.since, item.event.id, item.seq)
+                )
 
     async def _count(self, item: Decoded, data: ProductionCountData, plan: Plan) -> None:
         if data.quantity <= 0:

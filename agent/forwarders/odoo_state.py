@@ -13,6 +13,9 @@ Every entry is keyed by an event id, so applying the same event twice changes no
   event can add its note to the same record (by the same external id).
 - ``orders``: the current order of machines that have an order signal.
 - ``done``: scraps validated and orders finished, so neither is done twice.
+- ``paused``: the work-order timers (work order, user) a downtime ended on a machine's
+  work center, to be opened again when it runs (``work_order_timers``). Written before
+  the timers are ended in Odoo, so a crash in between still resumes them.
 
 Writes are few and small per batch and grouped into one transaction per flush
 (``begin`` / ``commit``); the stdlib driver is used directly (FULL sync).
@@ -39,6 +42,9 @@ CREATE TABLE IF NOT EXISTS alarm_open (
     PRIMARY KEY (machine, alarm));
 CREATE TABLE IF NOT EXISTS alarm_links (clear_id TEXT PRIMARY KEY, raise_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (machine TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS paused (
+    machine TEXT NOT NULL, workorder_id INTEGER NOT NULL, user_id INTEGER NOT NULL,
+    PRIMARY KEY (machine, workorder_id, user_id));
 CREATE TABLE IF NOT EXISTS done (kind TEXT NOT NULL, ref TEXT NOT NULL, PRIMARY KEY (kind, ref));
 """
 
@@ -148,6 +154,26 @@ class OdooState:
         if raised is None:
             return None
         return str(row[0]), dict(orjson.loads(raised[0]))
+
+    # -- work-order timers ------------------------------------------------------------
+
+    def add_paused(self, machine: str, timers: list[tuple[int, int]]) -> None:
+        """(workorder_id, user_id) pairs whose timers a downtime ends."""
+        with self._tx():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO paused VALUES (?, ?, ?)",
+                [(machine, workorder, user) for workorder, user in timers],
+            )
+
+    def paused(self, machine: str) -> list[tuple[int, int]]:
+        rows = self._conn.execute(
+            "SELECT workorder_id, user_id FROM paused WHERE machine = ? ORDER BY 1, 2", (machine,)
+        )
+        return [(int(w), int(u)) for w, u in rows]
+
+    def clear_paused(self, machine: str) -> None:
+        with self._tx():
+            self._conn.execute("DELETE FROM paused WHERE machine = ?", (machine,))
 
     # -- orders and one-off actions ----------------------------------------------------
 

@@ -46,6 +46,21 @@ TRANSIENT_NAMES = frozenset(
     }
 )
 ACCESS_DENIED = "odoo.exceptions.AccessDenied"
+
+# JSON-RPC binds named arguments to each model's own override, and overrides rename
+# them (``mrp.workorder.write(self, values)`` refuses ``vals=``), and Odoo 18's dispatcher
+# reads ``args[0]`` of ``create`` to tell one record from many. So over JSON-RPC the
+# leading arguments of these methods travel positionally, in this order; JSON-2 takes
+# names by design (its names are the base model's, which is what callers use here).
+POSITIONAL: dict[str, tuple[str, ...]] = {
+    "create": ("vals_list",),
+    "write": ("vals",),
+    "load": ("fields", "data"),
+    "read": ("fields",),
+    "search_read": ("domain", "fields"),
+    "search": ("domain",),
+    "search_count": ("domain",),
+}
 MESSAGE_CHARS = 400
 
 
@@ -203,7 +218,8 @@ class OdooTransport:
         context: dict[str, Any] | None = None,
         **named: Any,
     ) -> Any:
-        """Call ``model.method`` on the records ``ids`` with named arguments."""
+        """Call ``model.method`` on the records ``ids`` with named arguments (the base
+        model's names; see ``POSITIONAL`` for how they travel over JSON-RPC)."""
         if self._client is None:
             raise NotConnected(f"{self.where}: not connected")
         self.calls += 1
@@ -212,6 +228,10 @@ class OdooTransport:
         if self.protocol is OdooProtocol.JSON2:
             return await self._json2(model, method, ids, named)
         args: list[Any] = [] if ids is None else [ids]
+        for name in POSITIONAL.get(method, ()):
+            if name not in named:
+                break
+            args.append(named.pop(name))
         assert self.uid is not None
         return await self._jsonrpc(
             "object",

@@ -1,12 +1,19 @@
-"""The Odoo the tests talk to: the stand-in by default, a real Odoo when
-FLOORGATE_TEST_ODOO_URL, FLOORGATE_TEST_ODOO_DB and FLOORGATE_TEST_ODOO_KEY are set
-(FLOORGATE_TEST_ODOO_LOGIN too for Odoo before 19). Against a real Odoo the tests create
-what they need under unique names (work centers, a product, a BoM, orders)."""
+"""The Odoo the tests talk to: real Odoo 18 and 19 servers (tests/odoo/servers.py), as a
+non-admin integration user with an API key, over JSON-RPC on 18 and JSON-2 and JSON-RPC
+on 19. Tests create what they need under unique names (work centers, products, BoMs,
+orders) through an admin key, as a plant's Odoo administrator would.
+
+Where a server cannot run here (no tree under ../shared/odoo, or `.ci/odoo-servers
+prepare` not run), its tests are reported as skipped with the reason, and the end of
+the test summary says in capitals that real-Odoo tests did not run.
+
+The stand-in (tests/odoo/standin.py) stays for the faults a real server cannot be made
+to show; the contract suite runs against it too so that it keeps the real shapes.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +21,27 @@ import pytest
 from agent.forwarders.odoo_config import OdooProtocol
 from agent.forwarders.odoo_transport import OdooTransport
 from tests.odoo.kit import OdooTarget
+from tests.odoo.servers import OdooServer, start_servers, stop_servers, why_not_available
 from tests.odoo.standin import OdooStandIn
 
-REAL_URL = os.environ.get("FLOORGATE_TEST_ODOO_URL")
+UNAVAILABLE = why_not_available()
+
+# (server version, protocol the agent is configured with)
+REAL = [("18.0", OdooProtocol.AUTO), ("19.0", OdooProtocol.AUTO), ("19.0", OdooProtocol.JSONRPC)]
+
+
+def real_params() -> list[object]:
+    params = []
+    for version, protocol in REAL:
+        json2 = version >= "19" and protocol is OdooProtocol.AUTO
+        ident = f"odoo{version[:2]}-{'json2' if json2 else 'jsonrpc'}"
+        marks = []
+        if version in UNAVAILABLE:
+            marks.append(
+                pytest.mark.skip(reason=f"REAL ODOO {version} NOT RUN: {UNAVAILABLE[version]}")
+            )
+        params.append(pytest.param((version, protocol), id=ident, marks=marks))
+    return params
 
 
 STANDINS = [
@@ -25,25 +50,40 @@ STANDINS = [
 ]
 
 
-@pytest.fixture(params=[pytest.param(None, id="real-odoo")] if REAL_URL else STANDINS)
-async def target(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[OdooTarget]:
-    if REAL_URL:
-        key_file = tmp_path / "odoo.key"
-        key_file.write_text(os.environ["FLOORGATE_TEST_ODOO_KEY"])
-        target = OdooTarget(
-            url=REAL_URL,
-            database=os.environ["FLOORGATE_TEST_ODOO_DB"],
-            key_file=key_file,
-            login=os.environ.get("FLOORGATE_TEST_ODOO_LOGIN"),
-            standin=None,
-        )
-        await target.open()
-        try:
-            yield target
-        finally:
-            await target.close()
-        return
-    version, json2 = request.param
+@pytest.fixture(scope="session")
+def odoo_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, OdooServer]]:
+    """Every real server that can run here, started once for the session."""
+    servers = start_servers(tmp_path_factory.mktemp("odoo-servers"))
+    try:
+        yield {server.version: server for server in servers}
+    finally:
+        stop_servers(servers)
+
+
+async def real_target(
+    servers: dict[str, OdooServer], version: str, protocol: OdooProtocol, tmp_path: Path
+) -> AsyncIterator[OdooTarget]:
+    server = servers[version]
+    assert server.process is not None and server.process.poll() is None, server.tail()
+    key_file = tmp_path / "odoo.key"
+    key_file.write_text(server.key + "\n")
+    target = OdooTarget(
+        url=server.url,
+        database=server.database,
+        key_file=key_file,
+        login=server.login,
+        standin=None,
+        protocol=protocol,
+        server=server,
+    )
+    await target.open()
+    try:
+        yield target
+    finally:
+        await target.close()
+
+
+async def standin_target(version: str, json2: bool, tmp_path: Path) -> AsyncIterator[OdooTarget]:
     async with OdooStandIn(version=version, json2=json2) as standin:
         key_file = tmp_path / "odoo.key"
         key_file.write_text(standin.api_key + "\n")
@@ -59,6 +99,27 @@ async def target(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
             yield target
         finally:
             await target.close()
+
+
+@pytest.fixture(params=real_params())
+async def target(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[OdooTarget]:
+    """A real Odoo, as the integration user, per server version and protocol."""
+    version, protocol = request.param
+    servers = request.getfixturevalue("odoo_servers")
+    async for item in real_target(servers, version, protocol, tmp_path):
+        yield item
+
+
+@pytest.fixture(params=real_params() + STANDINS)
+async def any_target(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[OdooTarget]:
+    """The real servers and the stand-in: the contract that keeps the stand-in honest."""
+    if isinstance(request.param[1], OdooProtocol):
+        servers = request.getfixturevalue("odoo_servers")
+        async for item in real_target(servers, *request.param, tmp_path):
+            yield item
+        return
+    async for item in standin_target(*request.param, tmp_path):
+        yield item
 
 
 @pytest.fixture

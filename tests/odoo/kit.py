@@ -3,9 +3,8 @@ master data and orders through the public API, and builders of events and batche
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from agent.forwarders.odoo import OdooForwarder
 from agent.forwarders.odoo_config import OdooDestinationConfig, OdooProtocol
 from agent.forwarders.odoo_transport import OdooTransport
 from buffer.rows import ClaimedEvent
+from tests.odoo.servers import OdooServer
 from tests.odoo.standin import OdooStandIn, unique
 
 T0 = datetime(2026, 3, 2, 6, 0, 0, tzinfo=UTC)
@@ -34,50 +34,81 @@ _seq = itertools.count(1)
 
 @dataclass
 class OdooTarget:
+    """The Odoo under test. ``rpc`` is the integration user's connection (what the agent
+    sees); ``admin`` sets up master data and orders as the plant's Odoo administrator
+    would (on the stand-in both are the same key)."""
+
     url: str
     database: str
     key_file: Path
     login: str | None
     standin: OdooStandIn | None
+    protocol: OdooProtocol = OdooProtocol.AUTO
+    server: OdooServer | None = None
     rpc: OdooTransport | None = None
-    created: list[tuple[str, int]] = field(default_factory=list)
+    admin: OdooTransport | None = None
 
-    async def open(self) -> None:
-        self.rpc = OdooTransport(
+    @property
+    def real(self) -> bool:
+        return self.standin is None
+
+    def _transport(self, key: str, login: str | None) -> OdooTransport:
+        return OdooTransport(
             url=self.url,
             database=self.database,
-            api_key=self.key_file.read_text().strip(),
-            protocol=OdooProtocol.AUTO,
-            login=self.login,
+            api_key=key,
+            protocol=self.protocol,
+            login=login,
             timeout=60.0,
         )
+
+    async def open(self) -> None:
+        self.rpc = self._transport(self.key_file.read_text().strip(), self.login)
         await self.rpc.open()
+        if self.server is None:
+            self.admin = self.rpc
+            return
+        self.admin = self._transport(self.server.admin_key, "admin")
+        await self.admin.open()
 
     async def close(self) -> None:
         if self.rpc is not None:
-            if self.standin is None:  # a real Odoo: remove what the test made, newest first
-                for model, record_id in reversed(self.created):
-                    with contextlib.suppress(Exception):  # best effort on a shared database
-                        await self.rpc.call(model, "unlink", ids=[record_id])
             await self.rpc.close()
+        if self.admin is not None and self.admin is not self.rpc:
+            await self.admin.close()
 
     async def call(self, model: str, method: str, **kwargs: Any) -> Any:
+        """As the integration user."""
         assert self.rpc is not None
         return await self.rpc.call(model, method, **kwargs)
 
+    async def sudo(self, model: str, method: str, **kwargs: Any) -> Any:
+        """As the administrator (setup and checks)."""
+        assert self.admin is not None
+        return await self.admin.call(model, method, **kwargs)
+
     async def create(self, model: str, vals: dict[str, Any]) -> int:
-        record_id = int(await self.call(model, "create", vals_list=vals))
-        self.created.append((model, record_id))
+        answer = await self.sudo(model, "create", vals_list=[vals])
+        record_id = int(answer[0] if isinstance(answer, list) else answer)
         return record_id
 
+    async def follow(self, model: str, record_id: int) -> None:
+        """Make the integration user a follower of a record: without Maintenance /
+        Equipment Manager, Odoo shows a user only the equipment it follows."""
+        if not self.real:
+            return
+        users = await self.search_read("res.users", [["login", "=", self.login]], ["partner_id"])
+        partner = users[0]["partner_id"][0]
+        await self.sudo(model, "message_subscribe", ids=[record_id], partner_ids=[partner])
+
     async def read(self, model: str, ids: list[int], fields: list[str]) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.call(model, "read", ids=ids, fields=fields)
+        result: list[dict[str, Any]] = await self.sudo(model, "read", ids=ids, fields=fields)
         return result
 
     async def search_read(
         self, model: str, domain: list[Any], fields: list[str]
     ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.call(
+        result: list[dict[str, Any]] = await self.sudo(
             model, "search_read", domain=domain, fields=fields
         )
         return result
@@ -87,7 +118,12 @@ class OdooTarget:
         return code, await self.create("mrp.workcenter", {"name": f"Test {code}", "code": code})
 
     async def product(self) -> int:
-        return await self.create("product.product", {"name": unique("Part")})
+        """A storable product on a real Odoo (the kind plants make; consumables skip the
+        stock checks that scrap goes through)."""
+        values: dict[str, Any] = {"name": unique("Part")}
+        if self.real:
+            values["is_storable"] = True
+        return await self.create("product.product", values)
 
     async def order(
         self, workcenter_id: int, qty: float = 1000.0, start: bool = True
@@ -105,13 +141,13 @@ class OdooTarget:
         production = await self.create(
             "mrp.production", {"product_id": product, "product_qty": qty, "bom_id": bom}
         )
-        await self.call("mrp.production", "action_confirm", ids=[production])
+        await self.sudo("mrp.production", "action_confirm", ids=[production])
         workorders = await self.search_read(
             "mrp.workorder", [["production_id", "=", production]], ["id", "state"]
         )
         workorder = int(workorders[0]["id"])
         if start:
-            await self.call("mrp.workorder", "button_start", ids=[workorder])
+            await self.sudo("mrp.workorder", "button_start", ids=[workorder])
         name = (await self.read("mrp.production", [production], ["name"]))[0]["name"]
         return {"product": product, "production": production, "workorder": workorder, "name": name}
 
@@ -123,7 +159,8 @@ class OdooTarget:
             "database": self.database,
             "api_key": {"file": str(self.key_file)},
             "login": self.login,
-            "timeout": "30s",
+            "protocol": self.protocol.value,
+            "timeout": "60s",
         }
         values.update(overrides)
         return OdooDestinationConfig.model_validate(values)

@@ -296,8 +296,23 @@ class OdooStandIn:
             ids = [first] if isinstance(first, int) else list(first)
         for param, value in zip(PARAMS.get(method, []), rest, strict=False):
             named.setdefault(param, value)
+        self._check_named_jsonrpc(model, method, positional, named)
         self._check_poison(method, named)
         return self.db.call(model, method, ids, named)
+
+    @staticmethod
+    def _check_named_jsonrpc(
+        model: str, method: str, positional: list[Any], named: dict[str, Any]
+    ) -> None:
+        """What Odoo 18 does with arguments sent by name over JSON-RPC (ODOO.md): its
+        dispatcher reads ``args[0]`` of ``create``, and overrides rename ``vals``."""
+        if method == "create" and not positional:
+            raise OdooError("builtins.IndexError", "tuple index out of range")
+        if method == "write" and model == "mrp.workorder" and len(positional) < 2:
+            raise OdooError(
+                "builtins.TypeError",
+                "MrpWorkorder.write() got an unexpected keyword argument 'vals'",
+            )
 
     # -- JSON-2 ------------------------------------------------------------------------
 
@@ -336,6 +351,8 @@ class OdooStandIn:
             ids = body.pop("ids", None)
             self._check_poison(method, body)
             result = self.db.call(model, method, ids, body)
+            if method == "create" and isinstance(result, int):
+                result = [result]  # JSON-2 answers the recordset's ids, even for one dict
         except orjson.JSONDecodeError:
             return self._json2_error(OdooError("builtins.ValueError", "invalid JSON body"), 400)
         except OdooError as exc:

@@ -1,9 +1,12 @@
 """What the mrp, stock and maintenance models do beyond storing fields, as measured on a
 real Odoo (ODOO.md): an open availability/quality productivity record blocks its work
-center; ``button_start`` refuses a blocked work center and pre-fills ``qty_producing``
-with the remaining quantity; ``button_mark_done`` returns the backorder wizard unless
-the context says ``skip_backorder``; ``stock.scrap.action_validate`` returns the
-insufficient-quantity wizard when stock is short, ``do_scrap`` validates anyway.
+center; ``button_start`` refuses a blocked work center, pre-fills ``qty_producing``
+with the remaining quantity and opens a timer (a productive productivity row with
+``workorder_id``); ``button_mark_done`` returns the backorder wizard unless the context
+says ``skip_backorder``, refuses a backorder of nothing, ends the timers, and answers a
+window action on the backorder unless ``skip_redirection``;
+``stock.scrap.action_validate`` returns the insufficient-quantity wizard when stock is
+short, ``do_scrap`` validates anyway.
 
 Mixed into ``tests.odoo.standin_orm.Database`` (which provides ``tables`` and
 ``new_record``)."""
@@ -102,6 +105,21 @@ class MrpBehaviour:
             production = self.tables["mrp.production"][workorder["production_id"]]
             production["state"] = "progress"
             production["qty_producing"] = workorder["qty_producing"]
+            productive = next(
+                loss["id"]
+                for loss in self.tables["mrp.workcenter.productivity.loss"].values()
+                if loss["loss_type"] == "productive"
+            )
+            self.new_record(
+                "mrp.workcenter.productivity",
+                {
+                    "workcenter_id": workorder["workcenter_id"],
+                    "workorder_id": workorder["id"],
+                    "loss_id": productive,
+                    "user_id": 2,
+                    "date_start": workorder["date_start"],
+                },
+            )
         return True
 
     def m_button_mark_done(
@@ -122,13 +140,31 @@ class MrpBehaviour:
                     "target": "new",
                     "context": {"default_mrp_production_ids": [production["id"]]},
                 }
-        for production in records:
-            self._finish(production, context)
+        backorders = [self._finish(production, context) for production in records]
+        made = [b for b in backorders if b is not None]
+        if made and not context.get("skip_redirection"):
+            return {
+                "type": "ir.actions.act_window",
+                "res_model": "mrp.production",
+                "views": [[False, "form"]],
+                "res_id": made[0],
+            }
         return True
 
-    def _finish(self, production: dict[str, Any], context: dict[str, Any]) -> None:
+    def _finish(self, production: dict[str, Any], context: dict[str, Any]) -> int | None:
+        """Mark done; the backorder's id when one is made."""
         produced = production["qty_producing"]
         remaining = production["product_qty"] - produced
+        if production["id"] in context.get("mo_ids_to_backorder", []) and remaining <= 0:
+            raise OdooError(
+                "odoo.exceptions.ValidationError",
+                "The operation cannot be completed: The quantity to produce must be positive!",
+            )
+        now = datetime.now(UTC).strftime(FMT)
+        for timer in self.tables["mrp.workcenter.productivity"].values():
+            workorder = self.tables["mrp.workorder"].get(timer["workorder_id"] or 0)
+            if workorder and workorder["production_id"] == production["id"]:
+                timer["date_end"] = timer["date_end"] or now
         production["state"] = "done"
         production["qty_produced"] = produced
         for workorder in self.tables["mrp.workorder"].values():
@@ -146,6 +182,8 @@ class MrpBehaviour:
                 },
             )
             self.m_action_confirm("mrp.production", [backorder], context)
+            return int(backorder["id"])
+        return None
 
     def m_action_validate(
         self, model: str, records: list[dict[str, Any]], context: dict[str, Any]

@@ -69,6 +69,8 @@ MODELS: dict[str, dict[str, F]] = {
         "workcenter_id": F("many2one", True, "mrp.workcenter", label="Work Center"),
         "loss_id": F("many2one", True, "mrp.workcenter.productivity.loss", label="Loss Reason"),
         "loss_type": F("char", readonly=True),
+        "workorder_id": F("many2one", relation="mrp.workorder", label="Work Order"),
+        "user_id": F("integer", label="User"),
         "date_start": F("datetime", True, label="Start Date"),
         "date_end": F("datetime", label="End Date"),
         "description": F("text"),
@@ -137,7 +139,7 @@ MODELS: dict[str, dict[str, F]] = {
         ),
         "request_date": F("date", label="Request Date"),
         "priority": F("selection", selection=("0", "1", "2", "3"), default="0"),
-        "description": F("text"),
+        "description": F("html"),
     },
 }
 
