@@ -2,7 +2,8 @@
 service. For each Odoo destination it authenticates, shows the server version and the
 protocol chosen, resolves every work center, loss, equipment and product the config
 needs, and prints a table (found / missing / ambiguous) with the work order in progress
-on each work center.
+on each work center, then every access right the config needs (model and operation, as
+Odoo's ``has_access`` answers for the integration user) and when the API key expires.
 
 Exit codes: 0 everything found; 1 something missing or ambiguous; 2 Odoo could not be
 reached or refused the key; 78 the config itself is invalid.
@@ -13,11 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.config.models import FloorgateConfig
-from agent.forwarders.odoo_config import DEFAULT_REASON_WORDS, OdooDestinationConfig
+from agent.forwarders.odoo_config import (
+    DEFAULT_REASON_WORDS,
+    KEY_EXPIRY_WARNING_DAYS,
+    OdooDestinationConfig,
+)
 
 EXIT_MISSING = 1
 EXIT_UNREACHABLE = 2
@@ -114,8 +120,9 @@ async def _check(config: FloorgateConfig, destination: OdooDestinationConfig) ->
         version, protocol = transport.server_version, transport.protocol.value
         print(f"  server {version}, protocol {protocol}, user tz {tz}")
         expiry = await transport.key_expiry()
-        print(f"  api key expires: {expiry.strftime('%Y-%m-%d %H:%M UTC') if expiry else 'never'}")
+        print(f"  api key expires: {_expiry(expiry)}")
         lines = await _resolve(config, destination, transport)
+        lines += await _rights(destination, transport)
     except ForwardError as exc:
         print(f"  cannot check: {exc}")
         return EXIT_UNREACHABLE
@@ -179,6 +186,32 @@ async def _resolve(
                 )
             )
     return lines
+
+
+def _expiry(expiry: datetime | None) -> str:
+    if expiry is None:
+        return "never"
+    days = (expiry - datetime.now(UTC)).total_seconds() / 86400
+    text = f"{expiry.strftime('%Y-%m-%d %H:%M UTC')} ({days:.0f} days left)"
+    if days < KEY_EXPIRY_WARNING_DAYS:
+        text += " — make a new key before then, or the destination stops"
+    return text
+
+
+async def _rights(destination: OdooDestinationConfig, transport: Any) -> list[Line]:
+    from agent.forwarders.odoo_rights import missing_rights, needed_rights
+
+    checked = await missing_rights(transport, needed_rights(destination))
+    return [
+        Line(
+            "right",
+            f"{right.model} {right.operation}",
+            right.why,
+            "ok" if problem is None else "missing",
+            "" if problem is None else f"{problem}: give the integration user a group with it",
+        )
+        for right, problem in checked
+    ]
 
 
 def _ids(lookup: Any) -> str:

@@ -43,6 +43,7 @@ import contextlib
 import enum
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
 from typing import Self, cast
@@ -129,6 +130,16 @@ def signal_table() -> list[dict[str, object]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A machine entered ``state`` (with ``reason``) at wall-clock time ``at``."""
+
+    machine: str
+    state: State
+    reason: Reason
+    at: datetime
+
+
 @dataclass
 class _Machine:
     name: str
@@ -186,7 +197,9 @@ class SimulatedLine:
     ``holding`` (256 words) and ``coils`` (16 bits) are the image the servers show;
     ``totals`` counts the parts really made (never wrapped); ``requests`` counts the
     function codes any server of this line received, so a test can prove no write
-    ever arrived.
+    ever arrived; ``transitions`` is the truth about states: every change of a machine's
+    state, with the wall-clock time of the step that made it (a frozen line stays in
+    its states while wall-clock time passes).
     """
 
     def __init__(self, seed: int = 1) -> None:
@@ -201,6 +214,11 @@ class SimulatedLine:
         self._press2 = _Machine("press2", 2.5, 0.0, rng.randint(100, 300), temperature=68.0)
         self._packer = _Machine("packer1", 0.0, 0.0, rng.randint(100, 300))
         self._part_phase_left = rng.randint(10, 14)  # running ticks until the coil toggles
+        created = datetime.now(UTC)
+        self.transitions: collections.deque[Transition] = collections.deque(
+            (Transition(m.name, m.state, m.reason, created) for m in self._machines),
+            maxlen=100_000,  # weeks of a demo line; a test reads minutes of it
+        )
         self._write_image()
 
     @property
@@ -223,7 +241,11 @@ class SimulatedLine:
         """Advance machine time by one tick (0.2 s), then refresh the register image."""
         rng = self._rng
         for machine in self._machines:
+            before = machine.state
             machine.advance_state(rng)
+            if machine.state is not before:
+                change = Transition(machine.name, machine.state, machine.reason, datetime.now(UTC))
+                self.transitions.append(change)
             machine.produce(rng)
             machine.heat(rng)
         self._step_packer(rng)

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from agent.config.models import AgentSection
 from agent.events import Event
 from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult, Transient
-from agent.forwarders.odoo_config import OdooDestinationConfig, ScrapMode
+from agent.forwarders.odoo_config import KEY_EXPIRY_WARNING_DAYS, OdooDestinationConfig, ScrapMode
 from agent.forwarders.odoo_mapping import PRODUCTION, SCRAP, WORKORDER, LoadTable, Row
 from agent.forwarders.odoo_master import MasterData
 from agent.forwarders.odoo_plan import Decoded, Plan, Planner
@@ -50,7 +50,6 @@ LOAD_CONTEXT = {"tz": "UTC"}  # load() reads datetimes in the user's timezone ot
 WIZARD_FIELD = "res_model"
 SAFE_TIMEOUT = 60
 REFUSED = object()  # a guarded call that Odoo refused
-KEY_EXPIRY_WARNING_DAYS = 14
 
 
 class OdooForwarder:

@@ -37,6 +37,8 @@ DEFAULT_STATE_LOSSES: dict[MachineStateValue, str] = {MachineStateValue.DOWN: EQ
 DEFAULT_REASON_WORDS: dict[str, str] = {"setup": SETUP, "material": MATERIAL}
 
 
+KEY_EXPIRY_WARNING_DAYS = 14  # warn (log, odoo check) when the API key expires sooner
+
 Priority = Literal["0", "1", "2", "3"]
 DEFAULT_PRIORITY: dict[Severity, Priority] = {
     Severity.INFO: "1",

@@ -20,7 +20,7 @@ import pytest
 
 from agent.forwarders.odoo_config import OdooProtocol
 from agent.forwarders.odoo_transport import OdooTransport
-from tests.odoo.kit import OdooTarget
+from tests.odoo.kit import OdooTarget, real_target
 from tests.odoo.servers import OdooServer, start_servers, stop_servers, why_not_available
 from tests.odoo.standin import OdooStandIn
 
@@ -58,29 +58,6 @@ def odoo_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         yield {server.version: server for server in servers}
     finally:
         stop_servers(servers)
-
-
-async def real_target(
-    servers: dict[str, OdooServer], version: str, protocol: OdooProtocol, tmp_path: Path
-) -> AsyncIterator[OdooTarget]:
-    server = servers[version]
-    assert server.process is not None and server.process.poll() is None, server.tail()
-    key_file = tmp_path / "odoo.key"
-    key_file.write_text(server.key + "\n")
-    target = OdooTarget(
-        url=server.url,
-        database=server.database,
-        key_file=key_file,
-        login=server.login,
-        standin=None,
-        protocol=protocol,
-        server=server,
-    )
-    await target.open()
-    try:
-        yield target
-    finally:
-        await target.close()
 
 
 async def standin_target(version: str, json2: bool, tmp_path: Path) -> AsyncIterator[OdooTarget]:

@@ -4,6 +4,7 @@ master data and orders through the public API, and builders of events and batche
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -168,6 +169,29 @@ class OdooTarget:
     def forwarder(self, state_dir: Path, **overrides: Any) -> OdooForwarder:
         agent = AgentSection(id="gw-test", state_dir=state_dir)
         return OdooForwarder(self.config(**overrides), agent)
+
+
+async def real_target(
+    servers: dict[str, OdooServer], version: str, protocol: OdooProtocol, tmp_path: Path
+) -> AsyncIterator[OdooTarget]:
+    server = servers[version]
+    assert server.process is not None and server.process.poll() is None, server.tail()
+    key_file = tmp_path / "odoo.key"
+    key_file.write_text(server.key + "\n")
+    target = OdooTarget(
+        url=server.url,
+        database=server.database,
+        key_file=key_file,
+        login=server.login,
+        standin=None,
+        protocol=protocol,
+        server=server,
+    )
+    await target.open()
+    try:
+        yield target
+    finally:
+        await target.close()
 
 
 # -- events ------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -329,8 +331,17 @@ async def test_scrap_is_forced_by_default_and_left_draft_on_check(
     assert scraps[order_b["production"]] == [("draft", 3)]
 
 
-async def test_finish_orders_closes_the_order_with_a_backorder(
-    target: OdooTarget, tmp_path: Path
+async def backorders(target: OdooTarget, order: dict[str, Any]) -> list[float]:
+    rows = await target.search_read(
+        "mrp.production",
+        [["product_id", "=", order["product"]], ["id", "!=", order["production"]]],
+        ["product_qty"],
+    )
+    return [row["product_qty"] for row in rows]
+
+
+async def test_finish_orders_closes_a_complete_order_without_a_backorder(
+    target: OdooTarget, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     code, workcenter = await target.workcenter()
     order = await target.order(workcenter, qty=10)
@@ -342,9 +353,12 @@ async def test_finish_orders_closes_the_order_with_a_backorder(
         await send(forwarder, claimed(press.count(6, at(1))))
         rows = await target.read("mrp.production", [order["production"]], ["state"])
         assert rows[0]["state"] != "done"
-        await send(forwarder, claimed(press.count(4, at(2))))
+        with caplog.at_level(logging.INFO, logger="agent.forwarders.odoo"):
+            await send(forwarder, claimed(press.count(4, at(2))))
     rows = await target.read("mrp.production", [order["production"]], ["state", "qty_produced"])
     assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 10
+    assert await backorders(target, order) == []  # nothing was left to make
+    assert "order finished" in caplog.text and "not finished" not in caplog.text
 
 
 async def test_an_order_signal_picks_the_order_and_its_change_finishes_it(
@@ -374,6 +388,9 @@ async def test_an_order_signal_picks_the_order_and_its_change_finishes_it(
     assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 5
     rows = await target.read("mrp.production", [second["production"]], ["state", "qty_produced"])
     assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 8
+    # each order left a real rest: a backorder for it
+    assert await backorders(target, first) == [95]
+    assert await backorders(target, second) == [92]
 
 
 async def test_equipment_and_scrap_product_are_looked_up_by_reference(
@@ -401,3 +418,69 @@ async def test_equipment_and_scrap_product_are_looked_up_by_reference(
         "stock.scrap", [["production_id", "=", order["production"]]], ["product_id", "state"]
     )
     assert [(s["product_id"][0], s["state"]) for s in scraps] == [(product, "done")]
+
+
+# -- work-order timers -------------------------------------------------------------------
+
+
+async def timers(target: OdooTarget, workorder: int) -> list[dict[str, Any]]:
+    rows = await target.search_read(
+        "mrp.workcenter.productivity",
+        [["workorder_id", "=", workorder]],
+        ["date_start", "date_end", "user_id", "loss_type"],
+    )
+    return sorted(rows, key=lambda r: (r["date_start"], r["id"]))
+
+
+def overlapping(rows: list[dict[str, Any]], now: str) -> list[tuple[int, int]]:
+    """Pairs of productivity records whose time overlaps (an open one runs until now)."""
+    spans = sorted((r["date_start"], r["date_end"] or now, r["id"]) for r in rows)
+    return [(a[2], b[2]) for i, a in enumerate(spans) for b in spans[i + 1 :] if b[0] < a[1]]
+
+
+def seconds_after(start: datetime, seconds: float) -> datetime:
+    return start + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("mode", ["pause_and_resume", "pause", "leave"])
+async def test_a_downtime_ends_the_work_order_timers_at_the_machine_time(
+    target: OdooTarget, tmp_path: Path, mode: str
+) -> None:
+    code, workcenter = await target.workcenter()
+    order = await target.order(workcenter)  # an operator pressed Start: a timer runs
+    (started,) = await timers(target, order["workorder"])
+    t0 = datetime.strptime(started["date_start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    press = Machine("press1")
+    batch = claimed(
+        press.state(RUNNING, seconds_after(t0, 1)),
+        press.state(DOWN, seconds_after(t0, 3), "equipment_failure"),
+        press.state(RUNNING, seconds_after(t0, 8)),
+    )
+    mapping = {"press1": {"work_center": code}}
+    forwarder = target.forwarder(tmp_path, machine_map=mapping, work_order_timers=mode)
+    async with connected(forwarder):
+        for _ in range(2):  # a repeat changes nothing
+            result = await send(forwarder, batch)
+            assert len(result.delivered) == 3 and not result.rejected
+    now = odoo_time(datetime.now(UTC) + timedelta(hours=1))
+    got = [
+        (r["date_start"], r["date_end"], r["user_id"][0])
+        for r in await timers(target, order["workorder"])
+    ]
+    operator = started["user_id"][0]
+    ended = (started["date_start"], odoo_time(seconds_after(t0, 3)), operator)
+    expected = {
+        "pause_and_resume": [ended, (odoo_time(seconds_after(t0, 8)), False, operator)],
+        "pause": [ended],
+        "leave": [(started["date_start"], False, operator)],
+    }[mode]
+    assert got == expected
+    everything = await target.search_read(
+        "mrp.workcenter.productivity",
+        [["workcenter_id", "=", workcenter]],
+        ["date_start", "date_end"],
+    )
+    if mode != "leave":
+        assert overlapping(everything, now) == []
+    else:
+        assert overlapping(everything, now)  # what the other modes prevent
