@@ -262,16 +262,25 @@ class OdooForwarder:
     async def _write_totals(self, plan: Plan) -> None:
         assert self.transport is not None and self._state is not None
         for workorder_id, seqs in plan.totals.items():
+            workorder = plan.workorders[workorder_id]
             total = self._state.total(workorder_id)
             try:
+                if workorder.closed:
+                    raise CallRejected(
+                        f"{workorder.production} / {workorder.name} is {workorder.state} in "
+                        "Odoo: a quantity written there counts nowhere",
+                        "floorgate.WorkOrderClosed",
+                    )
                 await self.transport.call(
                     WORKORDER, "write", ids=[workorder_id], vals={"qty_producing": total}
                 )
             except CallRejected as exc:
                 for seq in seqs:
                     plan.rejected.setdefault(seq, f"work order {workorder_id}: {exc}")
+                # Dead letters are not in any total: the running total keeps agreeing with
+                # what was delivered, and a requeued count is assigned afresh, once.
+                self._state.unassign([plan.count_events[seq] for seq in seqs])
                 continue
-            workorder = plan.workorders[workorder_id]
             if (
                 self.config.finish_orders
                 and workorder.qty_production > 0

@@ -83,6 +83,13 @@ class WorkOrder:
     workcenter_id: int
     product_id: int
     qty_production: float
+    state: str = "progress"
+
+    @property
+    def closed(self) -> bool:
+        """Done or cancelled: Odoo 19 (and 18 when cancelled) still accepts a quantity,
+        which then counts nowhere."""
+        return self.state in ("done", "cancel")
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> WorkOrder:
@@ -97,6 +104,7 @@ class WorkOrder:
             workcenter_id=int(workcenter[0]),
             product_id=int(product[0]),
             qty_production=float(row.get("qty_production") or 0.0),
+            state=str(row.get("state") or ""),
         )
 
 
@@ -125,6 +133,7 @@ class Plan:
     scraps: LoadTable = field(default_factory=lambda: LoadTable(SCRAP, SCRAP_COLUMNS))
     scrap_modes: dict[str, ScrapMode] = field(default_factory=dict)
     assignments: list[tuple[str, int, int]] = field(default_factory=list)
+    count_events: dict[int, str] = field(default_factory=dict)  # seq -> event id
     totals: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     workorders: dict[int, WorkOrder] = field(default_factory=dict)
     finish: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -347,6 +356,7 @@ class Planner:
         plan.workorders[workorder.id] = workorder
         if data.kind is CountKind.GOOD:
             plan.assignments.append((item.event.id, workorder.id, data.quantity))
+            plan.count_events[item.seq] = item.event.id
             plan.totals[workorder.id].append(item.seq)
             return
         xid = self.xid("scrap", item.event.id)

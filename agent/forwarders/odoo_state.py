@@ -93,6 +93,13 @@ class OdooState:
         with self._tx():
             self._conn.executemany("INSERT OR IGNORE INTO counts VALUES (?, ?, ?)", rows)
 
+    def unassign(self, event_ids: list[str]) -> None:
+        """Forget assignments whose write Odoo refused (their events are dead letters)."""
+        with self._tx():
+            self._conn.executemany(
+                "DELETE FROM counts WHERE event_id = ?", [(e,) for e in event_ids]
+            )
+
     def assigned_workorder(self, event_id: str) -> int | None:
         row = self._conn.execute(
             "SELECT workorder_id FROM counts WHERE event_id = ?", (event_id,)

@@ -484,3 +484,38 @@ async def test_a_downtime_ends_the_work_order_timers_at_the_machine_time(
         assert overlapping(everything, now) == []
     else:
         assert overlapping(everything, now)  # what the other modes prevent
+
+
+async def test_a_refused_count_is_out_of_the_total_and_counts_once_when_requeued(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    code, workcenter = await target.workcenter()
+    first = await target.order(workcenter, qty=100)
+    press = Machine("press1")
+    counted, late = press.count(5, at(1)), press.count(3, at(2))
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    async with connected(forwarder):
+        await send(forwarder, claimed(counted))
+        # `late` was assigned to the first order just before a crash (assignments are
+        # stored before the write), and an operator finished that order meanwhile
+        assert forwarder._state is not None
+        forwarder._state.assign_counts([(late.id, first["workorder"], 3)])
+        forwarder._state.commit()
+        await target.sudo(
+            "mrp.production",
+            "button_mark_done",
+            ids=[first["production"]],
+            context={"skip_backorder": True, "skip_redirection": True},
+        )
+        result = await send(forwarder, claimed(late))
+        assert list(result.rejected) == [int(late.sequence)], result
+        assert f"work order {first['workorder']}" in result.rejected[int(late.sequence)]
+        # the operator starts the next order and requeues the dead letter
+        second = await target.order(workcenter, qty=100)
+        result = await send(forwarder, claimed(late))
+        assert result.delivered == [int(late.sequence)] and not result.rejected
+        assert forwarder._state.total(first["workorder"]) == 5
+    rows = await target.read("mrp.production", [first["production"]], ["state", "qty_produced"])
+    assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 5
+    rows = await target.read("mrp.workorder", [second["workorder"]], ["qty_producing"])
+    assert rows[0]["qty_producing"] == 3  # counted once, where it was delivered
