@@ -115,8 +115,7 @@ async def seed(url: str, key: str) -> None:
         await rpc.close()
 
 
-def stream(count: int) -> list[ClaimedEvent]:
-    t0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+def stream(count: int, t0: datetime = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)) -> list[ClaimedEvent]:
     machines = [Machine(f"m{n}") for n in range(MACHINES)]
     events = []
     step = 0

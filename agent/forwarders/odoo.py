@@ -7,8 +7,9 @@ One flush (one claimed batch) is a handful of calls, whatever its size:
    one row per interval in its latest state (down/idle/setup -> a loss; optionally
    running -> Fully Productive Time);
 2. ``maintenance.request.load()`` — alarms raised, and the cleared note on them;
-3. ``mrp.workorder.write({"qty_producing": total})`` per work order counted — an
-   absolute total of the events applied to it (see ``odoo_state``), never read-add-write;
+3. ``mrp.workorder.load()`` of ``qty_producing`` by database id for every work order
+   counted — an absolute total of the events applied to it (see ``odoo_state``), never
+   read-add-write;
 4. ``stock.scrap.load()`` then ``do_scrap`` / ``action_validate`` (per machine config);
 5. ``mrp.production.button_mark_done`` (``finish_orders``), a backorder only for a rest.
 
@@ -35,7 +36,14 @@ from agent.config.models import AgentSection
 from agent.events import Event
 from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult, Transient
 from agent.forwarders.odoo_config import KEY_EXPIRY_WARNING_DAYS, OdooDestinationConfig, ScrapMode
-from agent.forwarders.odoo_mapping import PRODUCTION, SCRAP, WORKORDER, LoadTable, Row
+from agent.forwarders.odoo_mapping import (
+    PRODUCTION,
+    SCRAP,
+    TOTAL_COLUMNS,
+    WORKORDER,
+    LoadTable,
+    Row,
+)
 from agent.forwarders.odoo_master import MasterData
 from agent.forwarders.odoo_plan import Decoded, Plan, Planner
 from agent.forwarders.odoo_state import OdooState
@@ -183,14 +191,13 @@ class OdooForwarder:
 
     async def _execute(self, plan: Plan) -> None:
         assert self._state is not None
+        assert self.transport is not None and self._master is not None
+        timers = TimerKeeper(self.config, self.agent_id, self.transport, self._state, self._master)
+        paused = await timers.prepare(plan)  # timer rows join the downtime rows
         await self._load_all(plan.productivity, plan)
         closed = [x for x in plan.closes if x in plan.productivity.rows]
         self._state.mark_closed(closed)
-        assert self.transport is not None and self._master is not None
-        timers = TimerKeeper(
-            self.config, self.agent_id, self.transport, self._state, self._master, self._load_all
-        )
-        await timers.apply(plan)
+        timers.settle(paused, plan)
         await self._load_all(plan.requests, plan)
         self._state.assign_counts(plan.assignments)
         self._state.commit()  # assignments are durable before any total is written
@@ -260,33 +267,46 @@ class OdooForwarder:
     # -- counts, scrap, orders ---------------------------------------------------------
 
     async def _write_totals(self, plan: Plan) -> None:
+        """Every counted work order's absolute total in one ``load()`` by database id
+        (Odoo runs the work order's own write for each row; one call, not one per order).
+        A row Odoo refuses dead-letters that order's counts of this flush."""
         assert self.transport is not None and self._state is not None
+        table = LoadTable(WORKORDER, TOTAL_COLUMNS)
         for workorder_id, seqs in plan.totals.items():
             workorder = plan.workorders[workorder_id]
-            total = self._state.total(workorder_id)
-            try:
-                if workorder.closed:
-                    raise CallRejected(
-                        f"{workorder.production} / {workorder.name} is {workorder.state} in "
-                        "Odoo: a quantity written there counts nowhere",
-                        "floorgate.WorkOrderClosed",
-                    )
-                await self.transport.call(
-                    WORKORDER, "write", ids=[workorder_id], vals={"qty_producing": total}
+            if workorder.closed:
+                reason = (
+                    f"{workorder.production} / {workorder.name} is {workorder.state} in Odoo: "
+                    "a quantity written there counts nowhere"
                 )
-            except CallRejected as exc:
-                for seq in seqs:
-                    plan.rejected.setdefault(seq, f"work order {workorder_id}: {exc}")
-                # Dead letters are not in any total: the running total keeps agreeing with
-                # what was delivered, and a requeued count is assigned afresh, once.
-                self._state.unassign([plan.count_events[seq] for seq in seqs])
+                self._reject_counts(plan, workorder_id, seqs, reason)
                 continue
+            total = str(self._state.total(workorder_id))
+            for seq in seqs:
+                key = f"work order {workorder_id}"  # the row's name in messages
+                table.put(key, {".id": str(workorder_id), "qty_producing": total}, seq)
+        loaded = await self._load_all(table, plan)
+        for workorder_id, seqs in plan.totals.items():
+            if f"work order {workorder_id}" not in loaded:
+                if not plan.workorders[workorder_id].closed:
+                    self._reject_counts(plan, workorder_id, seqs, "")
+                continue
+            workorder = plan.workorders[workorder_id]
+            total_now = self._state.total(workorder_id)
             if (
                 self.config.finish_orders
                 and workorder.qty_production > 0
-                and total >= workorder.qty_production
+                and total_now >= workorder.qty_production
             ):
                 plan.finish[workorder.production_id].extend(seqs)
+
+    def _reject_counts(self, plan: Plan, workorder_id: int, seqs: list[int], reason: str) -> None:
+        assert self._state is not None
+        for seq in seqs:
+            plan.rejected.setdefault(seq, f"work order {workorder_id}: {reason}")
+        # Dead letters are not in any total: the running total keeps agreeing with what
+        # was delivered, and a requeued count is assigned afresh, once.
+        self._state.unassign([plan.count_events[seq] for seq in seqs])
 
     async def _scraps(self, plan: Plan) -> None:
         """Create the scraps, then validate the drafts among them (Odoo's state is read

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from agent.events import AlarmData, MachineStateData
 
@@ -27,10 +28,15 @@ SCRAP = "stock.scrap"
 WORKORDER = "mrp.workorder"
 PRODUCTION = "mrp.production"
 
+# One table for downtimes and work-order timers: a row has an external id (``id``: the
+# agent's own records) or a database id (``.id``: a timer Odoo opened, being ended).
 PRODUCTIVITY_COLUMNS = [
     "id",
+    ".id",
     "workcenter_id/.id",
     "loss_id/.id",
+    "workorder_id/.id",
+    "user_id/.id",
     "date_start",
     "date_end",
     "description",
@@ -44,16 +50,8 @@ REQUEST_COLUMNS = [
     "priority",
     "description",
 ]
-TIMER_COLUMNS = [
-    "id",
-    "workcenter_id/.id",
-    "workorder_id/.id",
-    "user_id/.id",
-    "loss_id/.id",
-    "date_start",
-    "date_end",
-    "description",
-]
+TIMER_FIELDS = ["workcenter_id", "workorder_id", "user_id", "loss_id", "date_start", "description"]
+TOTAL_COLUMNS = [".id", "qty_producing"]  # existing work orders, by database id
 SCRAP_COLUMNS = ["id", "product_id/.id", "scrap_qty", "production_id/.id", "workorder_id/.id"]
 
 
@@ -78,7 +76,13 @@ class Row:
     seqs: list[int] = field(default_factory=list)
 
     def as_list(self, columns: list[str]) -> list[str]:
-        return [self.xid if column == "id" else self.values.get(column, "") for column in columns]
+        """The row in ``columns`` order; a row of an existing record by database id
+        (``.id``) has no external id (``xid`` is only its name in messages)."""
+        by_id = bool(self.values.get(".id"))
+        return [
+            ("" if by_id else self.xid) if column == "id" else self.values.get(column, "")
+            for column in columns
+        ]
 
 
 @dataclass
@@ -141,6 +145,26 @@ def timer_row(
         "date_start": odoo_datetime(start),
         "date_end": "",
         "description": f"resumed by floorgate when the machine ran again — event {event_id}",
+    }
+
+
+def existing_timer_row(record: dict[str, Any]) -> dict[str, str]:
+    """A timer Odoo opened (read with TIMER_FIELDS), as a row that keeps all it has: a
+    ``load()`` row sets every column, so the row to end it must carry them."""
+
+    def many2one(name: str) -> str:
+        value = record.get(name)
+        return str(value[0]) if value else ""
+
+    return {
+        ".id": str(record["id"]),
+        "workcenter_id/.id": many2one("workcenter_id"),
+        "loss_id/.id": many2one("loss_id"),
+        "workorder_id/.id": many2one("workorder_id"),
+        "user_id/.id": many2one("user_id"),
+        "date_start": str(record["date_start"]),
+        "date_end": "",
+        "description": str(record.get("description") or ""),
     }
 
 

@@ -168,10 +168,10 @@ class OdooServer:
             return "(no log)"
 
 
-def start_servers(log_dir: Path) -> list[OdooServer]:
+def start_servers(log_dir: Path, versions: tuple[str, ...] = VERSIONS) -> list[OdooServer]:
     specs = json.loads((cache_dir() / "servers.json").read_text())["servers"]
     servers = []
-    for spec in specs:
+    for spec in (s for s in specs if s["version"] in versions):
         major = spec["version"].split(".")[0]
         server = OdooServer(
             version=spec["version"],

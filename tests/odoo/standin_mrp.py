@@ -116,7 +116,7 @@ class MrpBehaviour:
                     "workcenter_id": workorder["workcenter_id"],
                     "workorder_id": workorder["id"],
                     "loss_id": productive,
-                    "user_id": 2,
+                    "user_id": min(self.tables["res.users"]),  # the API key's user
                     "date_start": workorder["date_start"],
                 },
             )

@@ -70,7 +70,7 @@ MODELS: dict[str, dict[str, F]] = {
         "loss_id": F("many2one", True, "mrp.workcenter.productivity.loss", label="Loss Reason"),
         "loss_type": F("char", readonly=True),
         "workorder_id": F("many2one", relation="mrp.workorder", label="Work Order"),
-        "user_id": F("integer", label="User"),
+        "user_id": F("many2one", relation="res.users", label="User"),
         "date_start": F("datetime", True, label="Start Date"),
         "date_end": F("datetime", label="End Date"),
         "description": F("text"),

@@ -11,7 +11,7 @@ import pytest
 
 from agent.forwarders.base import Fatal
 from agent.forwarders.odoo_config import OdooProtocol
-from agent.forwarders.odoo_mapping import PRODUCTIVITY_COLUMNS
+from agent.forwarders.odoo_mapping import PRODUCTIVITY_COLUMNS, Row, existing_timer_row
 from agent.forwarders.odoo_transport import CallRejected, OdooTransport, major_version
 from tests.odoo.kit import OdooTarget
 from tests.odoo.standin import unique
@@ -32,7 +32,14 @@ async def loss_id(target: OdooTarget, name: str) -> int:
 
 
 def productivity_row(xid: str, workcenter: int, loss: int, start: str, end: str) -> list[str]:
-    return [xid, str(workcenter), str(loss), start, end, "contract test"]
+    values = {
+        "workcenter_id/.id": str(workcenter),
+        "loss_id/.id": str(loss),
+        "date_start": start,
+        "date_end": end,
+        "description": "contract test",
+    }
+    return Row(xid, values).as_list(PRODUCTIVITY_COLUMNS)
 
 
 async def test_server_version_and_protocol_are_detected(target: OdooTarget) -> None:
@@ -329,3 +336,38 @@ async def test_a_maintenance_request_description_is_html(target: OdooTarget) -> 
     )
     rows = await target.read("maintenance.request", answer["ids"], ["description"])
     assert rows[0]["description"] == text
+
+
+async def test_one_load_ends_a_timer_by_database_id_and_creates_by_external_id(
+    target: OdooTarget,
+) -> None:
+    """Downtimes and work-order timers go in one productivity load(): rows with an
+    external id create or update, rows with a database id (.id) update that record."""
+    _, workcenter = await target.workcenter()
+    order = await target.order(workcenter)
+    (timer,) = await target.search_read(
+        "mrp.workcenter.productivity",
+        [["workorder_id", "=", order["workorder"]]],
+        ["workcenter_id", "workorder_id", "user_id", "loss_id", "date_start", "description"],
+    )
+    failure = await loss_id(target, "Equipment Failure")
+    end = timer["date_start"]
+    ended = Row(f"timer {timer['id']}", {**existing_timer_row(timer), "date_end": end})
+    xid = f"floorgate.{unique('mixed').replace('-', '_')}"
+    answer = await target.call(
+        "mrp.workcenter.productivity",
+        "load",
+        fields=PRODUCTIVITY_COLUMNS,
+        data=[
+            ended.as_list(PRODUCTIVITY_COLUMNS),
+            productivity_row(xid, workcenter, failure, end, ""),
+        ],
+        context=UTC_CONTEXT,
+    )
+    assert answer["messages"] == [] and answer["ids"][0] == timer["id"], answer
+    rows = await target.read(
+        "mrp.workcenter.productivity", answer["ids"], ["date_end", "workorder_id", "user_id"]
+    )
+    assert rows[0]["date_end"] == end and rows[0]["workorder_id"][0] == order["workorder"]
+    assert rows[0]["user_id"] == timer["user_id"]  # kept: the row carries it
+    assert rows[1]["date_end"] is False and rows[1]["workorder_id"] is False
