@@ -61,12 +61,11 @@ async def seed(odoo: OdooTarget) -> dict[str, str]:
 async def run_forwarder(
     server: OdooServer, codes: dict[str, str], count: int, state_dir: Path, timers: str
 ) -> tuple[float, Recorder]:
-    state_dir.mkdir(parents=True, exist_ok=True)
     key_file = state_dir / "key"
     key_file.write_text(server.key)
     config = OdooDestinationConfig.model_validate(
         {
-            "name": "odoo",
+            "name": f"odoo-{timers}",  # its own state file
             "type": "odoo",
             "url": server.url,
             "database": server.database,
@@ -158,9 +157,7 @@ async def main_async(quick: bool) -> list[Row]:
                 await odoo.close()
             elapsed, recorder = await run_forwarder(server, codes, count, Path(tmp), "leave")
             raw = await replay_loads(server, uid, recorder.calls)
-            with_timers, _ = await run_forwarder(
-                server, twin, count, Path(tmp) / "timers", "pause_and_resume"
-            )
+            with_timers, _ = await run_forwarder(server, twin, count, Path(tmp), "pause_and_resume")
         finally:
             stop_servers([server])
     rate, ceiling = count / elapsed, count / raw
