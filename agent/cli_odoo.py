@@ -208,7 +208,7 @@ async def _rights(destination: OdooDestinationConfig, transport: Any) -> list[Li
             f"{right.model} {right.operation}",
             right.why,
             "ok" if problem is None else "missing",
-            "" if problem is None else f"{problem}: give the integration user a group with it",
+            problem or "",
         )
         for right, problem in checked
     ]

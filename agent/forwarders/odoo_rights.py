@@ -21,6 +21,14 @@ from agent.forwarders.base import Rejected
 from agent.forwarders.odoo_config import OdooDestinationConfig, ScrapMode, WorkOrderTimers
 from agent.forwarders.odoo_transport import OdooTransport
 
+# The smallest of Odoo's groups that grants each model's rights the agent needs.
+GROUP_FOR = {
+    "maintenance.request": "Internal User",
+    "maintenance.equipment": "Maintenance / Equipment Manager (or make the user follow it)",
+    "product.product": "Internal User",
+}
+DEFAULT_GROUP = "Manufacturing / User"
+
 
 @dataclass(frozen=True)
 class Right:
@@ -77,5 +85,6 @@ async def missing_rights(
         except Rejected as exc:  # the model is not installed, or Odoo before 18
             result.append((right, f"cannot ask Odoo: {exc}"))
             continue
-        result.append((right, None if granted is True else "refused"))
+        group = GROUP_FOR.get(right.model, DEFAULT_GROUP)
+        result.append((right, None if granted is True else f"refused: needs the group {group}"))
     return result
