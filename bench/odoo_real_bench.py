@@ -37,7 +37,7 @@ from agent.forwarders.odoo import OdooForwarder
 from agent.forwarders.odoo_config import OdooDestinationConfig, OdooProtocol
 from bench.common import Row, finish, parser, row
 from bench.odoo_bench import MACHINES, Recorder, stream
-from tests.odoo.kit import OdooTarget
+from tests.odoo.kit import OdooTarget, opened
 from tests.odoo.servers import OdooServer, start_servers, stop_servers, why_not_available
 
 SCENARIO = "odoo (real 18)"
@@ -147,14 +147,11 @@ async def main_async(quick: bool) -> list[Row]:
                 login=server.login, standin=None, protocol=OdooProtocol.JSONRPC, server=server,
             )  # fmt: skip
             odoo.key_file.write_text(server.key)
-            await odoo.open()
-            try:
+            async with opened(odoo):
                 codes = await seed(odoo)
                 twin = await seed(odoo)
                 assert odoo.rpc is not None and odoo.rpc.uid is not None
                 uid = odoo.rpc.uid
-            finally:
-                await odoo.close()
             elapsed, recorder = await run_forwarder(server, codes, count, Path(tmp), "leave")
             raw = await replay_loads(server, uid, recorder.calls)
             with_timers, _ = await run_forwarder(server, twin, count, Path(tmp), "pause_and_resume")

@@ -20,7 +20,7 @@ import pytest
 
 from agent.forwarders.odoo_config import OdooProtocol
 from agent.forwarders.odoo_transport import OdooTransport
-from tests.odoo.kit import OdooTarget, real_target
+from tests.odoo.kit import OdooTarget, opened, real_target
 from tests.odoo.servers import OdooServer, start_servers, stop_servers, why_not_available
 from tests.odoo.standin import OdooStandIn
 
@@ -71,11 +71,8 @@ async def standin_target(version: str, json2: bool, tmp_path: Path) -> AsyncIter
             login=standin.login,
             standin=standin,
         )
-        await target.open()
-        try:
+        async with opened(target):
             yield target
-        finally:
-            await target.close()
 
 
 @pytest.fixture(params=real_params())

@@ -3,6 +3,7 @@ master data and orders through the public API, and builders of events and batche
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -187,6 +188,12 @@ async def real_target(
         protocol=protocol,
         server=server,
     )
+    async with opened(target):
+        yield target
+
+
+@contextlib.asynccontextmanager
+async def opened(target: OdooTarget) -> AsyncIterator[OdooTarget]:
     await target.open()
     try:
         yield target
