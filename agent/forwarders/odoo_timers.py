@@ -9,8 +9,10 @@ same at the *machine's* time, so a downtime that reaches Odoo late (after a WAN 
 still ends the timers where the machine stopped:
 
 - **pause** (a downtime with an availability or quality loss opens at ``t``): the open
-  timers on the work center that started at or before ``t`` end at ``t``, and their
-  (work order, user) pairs are remembered (``OdooState.paused``).
+  timers on the work center that started at or before ``t`` end at ``t``; those started
+  during the downtime (an operator pressed Start while the downtime had not reached
+  Odoo) end where they started; their (work order, user) pairs are remembered
+  (``OdooState.paused``).
 - **resume** (the machine runs again at ``t``, ``pause_and_resume`` only): one new timer
   per remembered pair whose work order is still in progress and has no open timer for
   that user (the operator may have pressed Start again; Odoo refuses a second one),
@@ -24,13 +26,14 @@ timers to open by external id. Downtimes and timers thus reach Odoo in one trans
 for two reads more per flush, not per downtime. The pairs are stored before anything
 is ended and forgotten only after the load, so a crash at any point resumes them on the
 next try; a repeat finds nothing left to end (a pause never touches a timer started
-after its time) and loads the same external ids again.
+after the machine ran again) and loads the same external ids again.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from agent.forwarders.odoo_config import OdooDestinationConfig
 from agent.forwarders.odoo_mapping import (
@@ -123,10 +126,18 @@ class TimerKeeper:
         in_progress = await self._in_progress(steps, open_timers, outcome)
         resumes = any(s.action == "resume" for s in steps)
         productive = await self._productive_loss() if resumes else 0
-        for step in steps:
+        for index, step in enumerate(steps):
             timers = open_timers[step.workcenter_id]
             if step.action == "pause":
-                self._pause(step, timers, outcome, plan)
+                until = next(
+                    (
+                        s.at
+                        for s in steps[index + 1 :]
+                        if s.machine == step.machine and s.action == "resume"
+                    ),
+                    None,
+                )
+                self._pause(step, until, timers, outcome, plan)
             else:
                 self._resume(step, timers, outcome, plan, in_progress, productive)
 
@@ -170,13 +181,28 @@ class TimerKeeper:
             raise CallRejected(f"cannot resume timers: {lookup.problem()}", "floorgate.NoLoss")
         return lookup.id
 
-    def _pause(self, step: TimerStep, timers: list[_Timer], outcome: Outcome, plan: Plan) -> None:
+    def _pause(
+        self,
+        step: TimerStep,
+        until: datetime | None,
+        timers: list[_Timer],
+        outcome: Outcome,
+        plan: Plan,
+    ) -> None:
+        """End the timers open at ``step.at``, and void those started while the machine
+        was down (before ``until``, its running time when this flush has it): an operator
+        can press Start while a downtime has not reached Odoo yet (a WAN outage); the
+        machine made nothing until it ran, and the timer resumes then."""
         at = odoo_datetime(step.at)
-        for timer in [t for t in timers if t.start <= at]:
+        end_of_downtime = odoo_datetime(until) if until is not None else None
+        for timer in list(timers):
+            if end_of_downtime is not None and timer.start >= end_of_downtime:
+                continue  # started after the machine ran again (a timer resumed, or new)
             timers.remove(timer)
             outcome.paused[step.machine].add(timer.pair)
             outcome.ever_paused[step.machine].add(timer.pair)
-            plan.productivity.put(timer.key, {**timer.row, "date_end": at}, step.seq)
+            end = at if timer.start <= at else timer.start
+            plan.productivity.put(timer.key, {**timer.row, "date_end": end}, step.seq)
 
     def _resume(
         self,

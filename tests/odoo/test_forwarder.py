@@ -523,3 +523,37 @@ async def test_a_refused_count_is_out_of_the_total_and_counts_once_when_requeued
     assert rows[0]["state"] == "done" and rows[0]["qty_produced"] == 5
     rows = await target.read("mrp.workorder", [second["workorder"]], ["qty_producing"])
     assert rows[0]["qty_producing"] == 3  # counted once, where it was delivered
+
+
+async def test_a_timer_started_during_a_late_downtime_runs_from_when_the_machine_ran(
+    target: OdooTarget, tmp_path: Path
+) -> None:
+    # The WAN was down: the machine stopped, then an operator pressed Start (Odoo did not
+    # know of the downtime, so the work center was not blocked). The downtime arrives
+    # late, then the machine runs again.
+    code, workcenter = await target.workcenter()
+    order = await target.order(workcenter)
+    (started,) = await timers(target, order["workorder"])
+    t0 = datetime.strptime(started["date_start"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    press = Machine("press1")
+    forwarder = target.forwarder(tmp_path, machine_map={"press1": {"work_center": code}})
+    async with connected(forwarder):
+        await send(
+            forwarder, claimed(press.state(DOWN, seconds_after(t0, -10), "equipment_failure"))
+        )
+        rows = await timers(target, order["workorder"])
+        assert [(r["date_start"], r["date_end"]) for r in rows] == [
+            (started["date_start"], started["date_start"])  # it made nothing: zero length
+        ]
+        await send(forwarder, claimed(press.state(RUNNING, seconds_after(t0, 5))))
+    rows = await timers(target, order["workorder"])
+    assert [(r["date_start"], r["date_end"], r["user_id"][0]) for r in rows] == [
+        (started["date_start"], started["date_start"], started["user_id"][0]),
+        (odoo_time(seconds_after(t0, 5)), False, started["user_id"][0]),
+    ]
+    everything = await target.search_read(
+        "mrp.workcenter.productivity",
+        [["workcenter_id", "=", workcenter]],
+        ["date_start", "date_end"],
+    )
+    assert overlapping(everything, odoo_time(datetime.now(UTC) + timedelta(hours=1))) == []
