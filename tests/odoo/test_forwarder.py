@@ -437,8 +437,10 @@ async def timers(target: OdooTarget, workorder: int) -> list[dict[str, Any]]:
 
 
 def overlapping(rows: list[dict[str, Any]], now: str) -> list[tuple[int, int]]:
-    """Pairs of productivity records whose time overlaps (an open one runs until now)."""
+    """Pairs of productivity records whose time overlaps (an open one runs until now; a
+    zero-length one counts no time)."""
     spans = sorted((r["date_start"], r["date_end"] or now, r["id"]) for r in rows)
+    spans = [span for span in spans if span[1] > span[0]]
     return [(a[2], b[2]) for i, a in enumerate(spans) for b in spans[i + 1 :] if b[0] < a[1]]
 
 

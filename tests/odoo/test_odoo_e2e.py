@@ -314,6 +314,7 @@ async def check_time(
     spans = sorted(
         (parse(r["date_start"]), parse(r["date_end"]) if r["date_end"] else far) for r in rows
     )
+    spans = [(start, end) for start, end in spans if end > start]  # zero length: no time
     for (_, first_end), (second_start, _) in itertools.pairwise(spans):
         assert second_start >= first_end, (machine, spans)
     assert sum(1 for r in rows if not r["date_end"]) == 1  # only the current one is open
