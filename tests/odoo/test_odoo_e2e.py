@@ -10,6 +10,9 @@ transitions with their wall-clock times), not with the agent's events:
 - the work-order timers an operator's Start opened are ended at each downtime and
   resumed when the machine runs again: no two records of a work center overlap;
 - Odoo's OEE for each work center equals the machine's running share within 1 point;
+- the packer's small order is finished (``finish_orders``) when its quantity is reached,
+  with no backorder and no false "not finished", and the counts after it go to the
+  next order its operator starts (Start is refused while the work center is blocked);
 - scrap in Odoo equals the machine's scrap (a storable product, forced validation);
 - one maintenance request per alarm raised, the cleared note readable (HTML);
 - no dead letters.
@@ -33,6 +36,7 @@ from typing import Any
 import pytest
 
 from agent.config.rules import MachineStateValue
+from agent.forwarders.base import ForwardError
 from agent.forwarders.odoo_config import OdooDestinationConfig, OdooProtocol
 from agent.forwarders.receiver import EventReceiver
 from drivers.simulator import SimulatedLine, SimulatorServer, State, Transition
@@ -43,7 +47,10 @@ from tests.odoo.servers import OdooServer
 from tests.odoo.standin import unique
 
 MACHINES = ("press1", "press2", "packer1")
+PACKER_ORDER = 6  # parts: the packer finishes its first order during the run
+Span = tuple[datetime, datetime]
 FMT = "%Y-%m-%d %H:%M:%S"
+Order = dict[str, Any]
 RUN = 60.0  # seconds of line time between the faults
 pytestmark = pytest.mark.timeout(900)
 
@@ -90,31 +97,69 @@ def truth_intervals(
     return result
 
 
-def running_share(line: SimulatedLine, machine: str, start: datetime, end: datetime) -> float:
-    """The machine's running share of [start, end], at Odoo's resolution: Odoo stores
-    times to the second, so each transition is taken to its second."""
+def running_share(
+    line: SimulatedLine, machine: str, start: datetime, end: datetime, gaps: list[Span]
+) -> float:
+    """The machine's running share of [start, end], at Odoo's resolution (Odoo stores
+    times to the second, so each transition is taken to its second). Running time in
+    ``gaps`` (no work order in progress: no timer to count it) is left out."""
     changes = [t for t in line.transitions if t.machine == machine]
     times = [t.at.replace(microsecond=0) for t in changes]
-    running = 0.0
+    running = stopped = 0.0
     for index, change in enumerate(changes):
         until = times[index + 1] if index + 1 < len(changes) else end
         lo, hi = max(times[index], start), min(until, end)
-        if hi > lo and change.state is State.RUNNING:
-            running += (hi - lo).total_seconds()
-    return running / (end - start).total_seconds()
+        if hi <= lo:
+            continue
+        if change.state is not State.RUNNING:
+            stopped += (hi - lo).total_seconds()
+            continue
+        uncounted = sum(overlap((lo, hi), gap) for gap in gaps)
+        running += (hi - lo).total_seconds() - uncounted
+    return running / (running + stopped)
 
 
-async def setup_orders(odoo: OdooTarget, codes: dict[str, str]) -> dict[str, dict[str, Any]]:
+def overlap(a: Span, b: Span) -> float:
+    return max(0.0, (min(a[1], b[1]) - max(a[0], b[0])).total_seconds())
+
+
+async def setup_orders(odoo: OdooTarget, codes: dict[str, str]) -> dict[str, list[Order]]:
     """A work center per machine (no working calendar: the line runs around the clock, so
-    Odoo counts a downtime's whole duration) and a started order of 100,000 parts."""
+    Odoo counts a downtime's whole duration) and a started order: 100,000 parts, but
+    PACKER_ORDER for the packer, which finishes it (``finish_orders``) mid-run."""
     orders = {}
     for machine, code in codes.items():
         center = await odoo.create(
             "mrp.workcenter",
             {"name": f"{machine} {code}", "code": code, "resource_calendar_id": False},
         )
-        orders[machine] = {"workcenter": center, **await odoo.order(center, qty=100000)}
+        qty = PACKER_ORDER if machine == "packer1" else 100000
+        orders[machine] = [{"workcenter": center, **await odoo.order(center, qty=qty)}]
     return orders
+
+
+async def operator(odoo: OdooTarget, orders: list[Order]) -> None:
+    """What the packer's operator does: once its order is done, start the next one (Odoo
+    refuses Start while the work center is blocked, or may be restarting: try again)."""
+    first = orders[0]
+    while (await read_or_none(odoo, "mrp.production", first["production"], "state")) != "done":
+        await asyncio.sleep(1)
+    following = await odoo.order(first["workcenter"], qty=100000, start=False)
+    while True:
+        try:
+            await odoo.sudo("mrp.workorder", "button_start", ids=[following["workorder"]])
+            break
+        except ForwardError:
+            await asyncio.sleep(1)
+    orders.append({"workcenter": first["workcenter"], **following})
+
+
+async def read_or_none(odoo: OdooTarget, model: str, record: int, name: str) -> Any:
+    try:
+        rows = await odoo.read(model, [record], [name])
+    except ForwardError:  # Odoo is being restarted by the test
+        return None
+    return rows[0][name]
 
 
 def agent_config(
@@ -135,6 +180,7 @@ def agent_config(
         "batch_size": 100,
         "retry": {"initial": "200ms", "max": "2s"},
         "machine_map": {m: {"work_center": code} for m, code in codes.items()},
+        "finish_orders": True,
     }
     config["destinations"].append(destination)
     path = write_config(tmp_path / "config.yaml", config)
@@ -211,6 +257,7 @@ async def test_odoo_records_match_the_machines_through_kills_and_an_odoo_restart
         )
         run = Run(line, config, tmp_path / "agent.log", health)
         run.start()
+        packer = asyncio.create_task(operator(odoo, orders["packer1"]))
         try:
             await run.connected()
             before = line.totals
@@ -225,6 +272,7 @@ async def test_odoo_records_match_the_machines_through_kills_and_an_odoo_restart
             await asyncio.sleep(RUN / 2)
             line.freeze()
             after = line.totals
+            await asyncio.wait_for(packer, 60)  # it finished its first order long ago
             made = {m: after[m]["good"] - before[m]["good"] for m in MACHINES}
             # the last count windows close after the freeze: wait (bounded) until Odoo
             # shows the machines' totals, then until nothing is pending; the check below
@@ -237,22 +285,29 @@ async def test_odoo_records_match_the_machines_through_kills_and_an_odoo_restart
             await wait_until(lambda: run.pending() == 0, 180, "everything delivered to Odoo")
             dead = run.dead_letters()
         finally:
+            packer.cancel()
             await run.stop()
         log = run.log.read_text(errors="replace")
         assert dead == 0, log[-4000:]
         assert "order not finished" not in log
         await check_counts(odoo, orders, before, after)
+        await check_finished(odoo, orders["packer1"])
         for machine in MACHINES:
             await check_time(odoo, line, machine, orders[machine], since, destination)
         await check_alarms(odoo, witness.events)
     assert set(line.requests) <= {1, 2, 3, 4}  # read function codes only
 
 
-async def quantities(odoo: OdooTarget, orders: dict[str, dict[str, Any]]) -> dict[str, float]:
+async def quantities(odoo: OdooTarget, orders: dict[str, list[Order]]) -> dict[str, float]:
+    """What Odoo says each machine made: produced on finished orders, producing on the
+    one running."""
     got = {}
     for machine in MACHINES:
-        rows = await odoo.read("mrp.workorder", [orders[machine]["workorder"]], ["qty_producing"])
-        got[machine] = rows[0]["qty_producing"]
+        ids = [order["workorder"] for order in orders[machine]]
+        rows = await odoo.read("mrp.workorder", ids, ["qty_producing", "qty_produced", "state"])
+        got[machine] = sum(
+            r["qty_produced"] if r["state"] == "done" else r["qty_producing"] for r in rows
+        )
     return got
 
 
@@ -266,7 +321,7 @@ async def wait_until_async(
 
 async def check_counts(
     odoo: OdooTarget,
-    orders: dict[str, dict[str, Any]],
+    orders: dict[str, list[Order]],
     before: dict[str, dict[str, int]],
     after: dict[str, dict[str, int]],
 ) -> None:
@@ -275,7 +330,7 @@ async def check_counts(
     assert await quantities(odoo, orders) == made
     scraps = await odoo.search_read(
         "stock.scrap",
-        [["production_id", "=", orders["press1"]["production"]]],
+        [["production_id", "=", orders["press1"][0]["production"]]],
         ["scrap_qty", "state"],
     )
     assert {s["state"] for s in scraps} <= {"done"}
@@ -288,13 +343,14 @@ async def check_time(
     odoo: OdooTarget,
     line: SimulatedLine,
     machine: str,
-    order: dict[str, Any],
+    orders: list[Order],
     since: datetime,
     destination: OdooDestinationConfig,
 ) -> None:
+    center = orders[0]["workcenter"]
     rows = await odoo.search_read(
         "mrp.workcenter.productivity",
-        [["workcenter_id", "=", order["workcenter"]]],
+        [["workcenter_id", "=", center]],
         ["date_start", "date_end", "loss_id", "workorder_id"],
     )
     downtimes = sorted((r for r in rows if not r["workorder_id"]), key=lambda r: r["date_start"])
@@ -322,10 +378,10 @@ async def check_time(
     closed = [r for r in rows if r["date_end"]]
     start = min(parse(r["date_start"]) for r in closed)
     end = max(parse(r["date_end"]) for r in closed)
-    expected = 100.0 * running_share(line, machine, start, end)
+    expected = 100.0 * running_share(line, machine, start, end, between_orders(rows, orders))
     logged = await odoo.search_read(
         "mrp.workcenter.productivity",
-        [["workcenter_id", "=", order["workcenter"]], ["date_end", "!=", False]],
+        [["workcenter_id", "=", center], ["date_end", "!=", False]],
         ["duration", "loss_type"],
     )
     productive = sum(r["duration"] for r in logged if r["loss_type"] == "productive")
@@ -334,8 +390,44 @@ async def check_time(
     if odoo.server is not None and odoo.server.major >= 19:
         # 18 computes the form's OEE from hours rounded to 0.01 h (36 s): only a long
         # period makes it exact there; 19 sums the minutes
-        center = await odoo.read("mrp.workcenter", [order["workcenter"]], ["oee"])
-        assert abs(center[0]["oee"] - expected) <= 1.0, (machine, center[0]["oee"], expected)
+        (oee,) = await odoo.read("mrp.workcenter", [center], ["oee"])
+        assert abs(oee["oee"] - expected) <= 1.0, (machine, oee["oee"], expected)
+
+
+def between_orders(rows: list[dict[str, Any]], orders: list[Order]) -> list[Span]:
+    """From the end of one order's last timer to the start of the next one's first: the
+    machine had no work order in progress, so Odoo counts no productive time there."""
+    gaps = []
+    for done, following in itertools.pairwise(orders):
+        ended = [
+            parse(r["date_end"])
+            for r in rows
+            if r["workorder_id"] and r["workorder_id"][0] == done["workorder"] and r["date_end"]
+        ]
+        started = [
+            parse(r["date_start"])
+            for r in rows
+            if r["workorder_id"] and r["workorder_id"][0] == following["workorder"]
+        ]
+        gaps.append((max(ended), min(started)))
+    return gaps
+
+
+async def check_finished(odoo: OdooTarget, orders: list[Order]) -> None:
+    """The packer's first order closed when its quantity was reached, with no backorder
+    (nothing was left to make), and the next one took the counts after it."""
+    assert len(orders) == 2, orders
+    first, following = orders
+    (row,) = await odoo.read("mrp.production", [first["production"]], ["state", "qty_produced"])
+    assert row["state"] == "done" and row["qty_produced"] >= PACKER_ORDER, row
+    others = await odoo.search_read(
+        "mrp.production",
+        [["product_id", "=", first["product"]], ["id", "!=", first["production"]]],
+        ["name"],
+    )
+    assert others == [], "a backorder of nothing"
+    (row,) = await odoo.read("mrp.workorder", [following["workorder"]], ["state", "qty_producing"])
+    assert row["state"] == "progress" and row["qty_producing"] > 0, row
 
 
 async def check_alarms(odoo: OdooTarget, events: list[dict[str, Any]]) -> None:
