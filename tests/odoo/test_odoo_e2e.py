@@ -166,6 +166,9 @@ def agent_config(
     tmp_path: Path, odoo: OdooTarget, codes: dict[str, str], modbus: int, witness: str, health: int
 ) -> tuple[Path, OdooDestinationConfig]:
     config = line_config(tmp_path / "state", modbus, witness, health)
+    # Odoo keeps times to the second; a 100 ms scan keeps the agent's own lag well below
+    # that, so each state change lands on the machine's second (or the next one)
+    config["sources"][0]["scan_interval"] = "100ms"
     packer = next(m for m in config["machines"] if m["name"] == "packer1")
     packer["state"]["reason_signal"] = "packer1.reason"
     packer["state"]["reasons"] = {10: "material_shortage", 20: "equipment_failure", 30: "setup"}
@@ -386,7 +389,16 @@ async def check_time(
     )
     productive = sum(r["duration"] for r in logged if r["loss_type"] == "productive")
     total = sum(r["duration"] for r in logged)
-    assert abs(100.0 * productive / total - expected) <= 1.0, (machine, logged, expected)
+    got = 100.0 * productive / total
+    shifts = [  # Odoo's time minus the machine's, per downtime start and end
+        (
+            round((parse(r["date_start"]) - a).total_seconds(), 2),
+            round((parse(r["date_end"]) - b).total_seconds(), 2) if b and r["date_end"] else None,
+        )
+        for (a, b, _), r in zip(truth, downtimes, strict=True)
+    ]
+    print(f"OEE {machine}: Odoo {got:.2f} machine {expected:.2f} over {total:.2f} min {shifts}")
+    assert abs(got - expected) <= 1.0, (machine, got, expected, total, shifts)
     if odoo.server is not None and odoo.server.major >= 19:
         # 18 computes the form's OEE from hours rounded to 0.01 h (36 s): only a long
         # period makes it exact there; 19 sums the minutes
