@@ -272,6 +272,7 @@ class OdooForwarder:
         A row Odoo refuses dead-letters that order's counts of this flush."""
         assert self.transport is not None and self._state is not None
         table = LoadTable(WORKORDER, TOTAL_COLUMNS)
+        totals: dict[int, int] = {}
         for workorder_id, seqs in plan.totals.items():
             workorder = plan.workorders[workorder_id]
             if workorder.closed:
@@ -281,23 +282,18 @@ class OdooForwarder:
                 )
                 self._reject_counts(plan, workorder_id, seqs, reason)
                 continue
-            total = str(self._state.total(workorder_id))
+            totals[workorder_id] = self._state.total(workorder_id)
+            values = {".id": str(workorder_id), "qty_producing": str(totals[workorder_id])}
             for seq in seqs:
-                key = f"work order {workorder_id}"  # the row's name in messages
-                table.put(key, {".id": str(workorder_id), "qty_producing": total}, seq)
+                table.put(f"work order {workorder_id}", values, seq)
         loaded = await self._load_all(table, plan)
-        for workorder_id, seqs in plan.totals.items():
+        for workorder_id, total in totals.items():
+            seqs = plan.totals[workorder_id]
             if f"work order {workorder_id}" not in loaded:
-                if not plan.workorders[workorder_id].closed:
-                    self._reject_counts(plan, workorder_id, seqs, "")
+                self._reject_counts(plan, workorder_id, seqs, "Odoo refused the quantity")
                 continue
             workorder = plan.workorders[workorder_id]
-            total_now = self._state.total(workorder_id)
-            if (
-                self.config.finish_orders
-                and workorder.qty_production > 0
-                and total_now >= workorder.qty_production
-            ):
+            if self.config.finish_orders and 0 < workorder.qty_production <= total:
                 plan.finish[workorder.production_id].extend(seqs)
 
     def _reject_counts(self, plan: Plan, workorder_id: int, seqs: list[int], reason: str) -> None:
