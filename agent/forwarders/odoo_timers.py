@@ -90,8 +90,9 @@ class TimerKeeper:
     async def prepare(self, plan: Plan) -> Outcome | None:
         """Put the timer rows into ``plan.productivity`` (before its load)."""
         steps = [s for s in plan.timers if s.seq not in plan.rejected]
-        if not steps:
-            return None
+        pauses = any(s.action == "pause" for s in steps)
+        if not pauses and not any(self.state.paused(s.machine) for s in steps):
+            return None  # machines ran again with nothing paused: no call to make
         outcome = Outcome(steps)
         try:
             await self._prepare(outcome, plan)
