@@ -1,79 +1,69 @@
-"""One line per source type and per destination type: adding one never touches the runtime."""
+"""Every source and destination type, one line per plugin.
+
+A plugin is a package that exports:
+
+- ``CONFIGS``: its config models; each has a ``type: Literal[...]`` field, the value
+  written in the YAML;
+- ``create(config, agent)``: the driver or forwarder for one configured item (it imports
+  the protocol stack, so a type that is not configured costs nothing);
+- ``COMMANDS``: the module of its command group (``register(subparsers)``), or None.
+
+Adding a type is a new folder and one line below."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+from collections.abc import Iterator
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from agent.config.models import AgentSection, DestinationConfig, SourceConfig
-from agent.forwarders.base import Forwarder
-from drivers.base import Driver
+if TYPE_CHECKING:
+    from agent.config.models import AgentSection
+    from agent.forwarders.base import Forwarder
+    from drivers.base import Driver
 
+SOURCE_PLUGINS = (
+    "drivers.modbus",
+    "drivers.opcua",
+)
 
-def _modbus(config: Any, agent: AgentSection) -> Driver:
-    from drivers.modbus import ModbusDriver  # the protocol stack is loaded only when used
-
-    del agent
-    return ModbusDriver(config)
-
-
-def _opcua(config: Any, agent: AgentSection) -> Driver:
-    from drivers.opcua import OpcUaDriver
-
-    # The client certificate generated on first start lives in the state directory.
-    return OpcUaDriver(config, state_dir=agent.state_dir)
-
-
-def _mqtt(config: Any, agent: AgentSection) -> Forwarder:
-    from agent.forwarders.mqtt import MqttForwarder
-
-    return MqttForwarder(config, agent)
+DESTINATION_PLUGINS = (
+    "agent.forwarders.http",
+    "agent.forwarders.mqtt",
+    "agent.forwarders.odoo",
+)
 
 
-def _odoo(config: Any, agent: AgentSection) -> Forwarder:
-    from agent.forwarders.odoo import OdooForwarder
-
-    return OdooForwarder(config, agent)
-
-
-def _http(config: Any, agent: AgentSection) -> Forwarder:
-    from agent.forwarders.http import WebhookForwarder
-
-    del agent  # the webhook needs nothing of the agent section
-    return WebhookForwarder(config)
+def plugins(names: tuple[str, ...]) -> Iterator[ModuleType]:
+    for name in names:
+        yield importlib.import_module(name)
 
 
-DRIVERS: dict[str, Callable[[Any, AgentSection], Driver]] = {
-    "modbus_tcp": _modbus,
-    "modbus_rtu": _modbus,
-    "opcua": _opcua,
-}
-
-# A forwarder gets its destination's config and the agent section (agent id for MQTT
-# topics and client ids, state_dir for files a forwarder keeps, site).
-FORWARDERS: dict[str, Callable[[Any, AgentSection], Forwarder]] = {
-    "http": _http,
-    "mqtt": _mqtt,
-    "odoo": _odoo,
-}
+def config_models(names: tuple[str, ...]) -> tuple[type[Any], ...]:
+    return tuple(model for plugin in plugins(names) for model in plugin.CONFIGS)
 
 
-# The module holding each type's protocol stack (what its factory above imports), so
-# `floorgate run` can import the stacks a config needs while it is still being validated
-# (agent.config.child).
-STACK_MODULES: dict[str, str] = {
-    "modbus_tcp": "drivers.modbus",
-    "modbus_rtu": "drivers.modbus",
-    "opcua": "drivers.opcua",
-    "http": "agent.forwarders.http",
-    "mqtt": "agent.forwarders.mqtt",
-    "odoo": "agent.forwarders.odoo",
-}
+@cache
+def _by_type(names: tuple[str, ...]) -> dict[str, ModuleType]:
+    return {
+        model.model_fields["type"].annotation.__args__[0]: plugin
+        for plugin in plugins(names)
+        for model in plugin.CONFIGS
+    }
 
 
-def make_driver(config: SourceConfig, agent: AgentSection) -> Driver:
-    return DRIVERS[config.type](config, agent)
+def make_driver(config: Any, agent: AgentSection) -> Driver:
+    driver: Driver = _by_type(SOURCE_PLUGINS)[config.type].create(config, agent)
+    return driver
 
 
-def make_forwarder(config: DestinationConfig, agent: AgentSection) -> Forwarder:
-    return FORWARDERS[config.type](config, agent)
+def make_forwarder(config: Any, agent: AgentSection) -> Forwarder:
+    forwarder: Forwarder = _by_type(DESTINATION_PLUGINS)[config.type].create(config, agent)
+    return forwarder
+
+
+def command_modules() -> Iterator[str]:
+    for plugin in plugins(SOURCE_PLUGINS + DESTINATION_PLUGINS):
+        if plugin.COMMANDS:
+            yield plugin.COMMANDS

@@ -7,7 +7,7 @@ A real SqliteBuffer (WAL, synchronous FULL) holding a backlog of production.coun
 WebhookForwarder (batches of 500, claim -> POST -> ack) into a receiver running in its
 own process, so the receiver's CPU is not taken from the agent. Two receivers:
 
-- ``floorgate``: agent.forwarders.receiver.EventReceiver, the demo/test receiver that
+- ``floorgate``: floorgate_demo.receiver.EventReceiver, the demo/test receiver that
   parses every event and keeps it by id;
 - ``lean``: an aiohttp handler that reads the body and answers 200 (what a middleware
   that queues the raw batch does).
@@ -35,14 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 from aiohttp import web
+from floorgate_demo.receiver import EventReceiver
 
 from agent.config.common import RetryConfig
-from agent.config.models import HttpDestinationConfig
-from agent.events import Event, ProductionCountData, format_sequence, uuid7
-from agent.forwarders.http import CONTENT_TYPE, WebhookForwarder
+from agent.forwarders.http.config import HttpDestinationConfig
+from agent.forwarders.http.forwarder import CONTENT_TYPE, WebhookForwarder
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
-from agent.forwarders.receiver import EventReceiver
-from agent.status import DestinationHealth
+from agent.monitoring.status import DestinationHealth
+from agent.pipeline.events import Event, ProductionCountData, format_sequence, uuid7
 from bench.common import CpuMeter, Row, cpu_seconds, finish, parser, row
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer

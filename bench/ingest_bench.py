@@ -33,9 +33,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.config.models import FloorgateConfig
-from agent.engine import RuleEngine
-from agent.events import uuid7
-from agent.runtime import tune_interpreter
+from agent.pipeline.engine import RuleEngine
+from agent.pipeline.events import uuid7
 from bench.common import (
     Row,
     finish,
@@ -275,7 +274,6 @@ async def run(quick: bool) -> list[Row]:
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    tune_interpreter()  # as the agent runs
     finish(asyncio.run(run(args.quick)), args.json)
 
 

@@ -5,7 +5,7 @@
 The issue's memory target (<= 100 MiB total with 5,000 tags and the backlog) measured on
 one real agent process rather than added up from parts:
 
-- an OPC UA server in its own process (drivers.opcua_sim.OpcUaSimulator) with 5,000
+- an OPC UA server in its own process (floorgate_demo.opcua_sim.OpcUaSimulator) with 5,000
   Double variables (500 with --quick), all subscribed by the agent (one sample rule with a
   deadband per tag, 100 tags per machine);
 - the simulated press line on Modbus TCP, as in memory_start_bench.py;
@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import yaml
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
-from agent.events import uuid7
+from agent.pipeline.events import uuid7
 from bench.common import (
     MIB,
     NotifySocket,
@@ -53,7 +54,6 @@ from bench.common import (
 from bench.memory_start_bench import line_config
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer
-from drivers.simulator import SimulatedLine, SimulatorServer
 
 SCENARIO = "memory"
 TARGET_MIB = 100
@@ -75,8 +75,7 @@ def tag_names(count: int) -> list[str]:
 async def serve_opcua(count: int) -> None:
     """Server process: OPC UA simulator with ``count`` extra variables until stdin ends."""
     from asyncua import ua
-
-    from drivers.opcua_sim import OpcUaSimulator
+    from floorgate_demo.opcua_sim import OpcUaSimulator
 
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     async with OpcUaSimulator(SimulatedLine(), tick=None) as simulator:

@@ -33,8 +33,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer, signal_table
 
-from agent.forwarders.receiver import EventReceiver
 from bench.common import (
     MIB,
     ROOT,
@@ -48,7 +49,6 @@ from bench.common import (
     start_agent,
     stop_agent,
 )
-from drivers.simulator import SimulatedLine, SimulatorServer, signal_table
 
 TARGET_START = 1.5
 TARGET_MEMORY_MIB = 100

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/modbus_poll_bench.py [--quick] [--json PATH]
 
-This process serves ten simulated PLCs (drivers.simulator.SimulatorServer, one TCP port
+This process serves ten simulated PLCs (floorgate_demo.simulator.SimulatorServer, one TCP port
 each, every one with its own simulated line). ``floorgate run`` runs as a separate
 process, with one modbus_tcp source per PLC (100 holding registers, addresses 0-99, each
 a uint16 signal, scan_interval 1s), one machine per PLC (state, a counter and a process
@@ -27,9 +27,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from pymodbus.pdu import ModbusPDU
 
-from agent.forwarders.receiver import EventReceiver
 from bench.common import (
     CpuMeter,
     NotifySocket,
@@ -41,7 +42,6 @@ from bench.common import (
     start_agent,
     stop_agent,
 )
-from drivers.simulator import SimulatedLine, SimulatorServer
 
 SCENARIO = "Modbus polling"
 DEVICES = 10

@@ -39,11 +39,11 @@ from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.config.models import AgentSection
-from agent.events import Event, ProductionCountData, format_sequence, uuid7
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
-from agent.forwarders.mqtt import MqttForwarder
-from agent.forwarders.mqtt_config import MqttDestinationConfig
-from agent.status import DestinationHealth
+from agent.forwarders.mqtt.config import MqttDestinationConfig
+from agent.forwarders.mqtt.forwarder import MqttForwarder
+from agent.monitoring.status import DestinationHealth
+from agent.pipeline.events import Event, ProductionCountData, format_sequence, uuid7
 from bench.common import Row, finish, parser, row
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer

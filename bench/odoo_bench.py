@@ -1,5 +1,5 @@
 """Odoo destination benchmark: events/s and Odoo calls per 1,000 events, against the
-Odoo stand-in (tests/odoo/standin.py) running in its own process.
+Odoo stand-in (tests/forwarders/odoo/standin.py) running in its own process.
 
     .venv/bin/python bench/odoo_bench.py [--quick] [--json PATH]
 
@@ -32,12 +32,12 @@ import orjson
 
 from agent.config.models import AgentSection
 from agent.config.rules import MachineStateValue
-from agent.forwarders.odoo import OdooForwarder
-from agent.forwarders.odoo_config import OdooDestinationConfig
-from agent.forwarders.odoo_transport import OdooTransport
+from agent.forwarders.odoo.config import OdooDestinationConfig
+from agent.forwarders.odoo.forwarder import OdooForwarder
+from agent.forwarders.odoo.transport import OdooTransport
 from bench.common import Row, finish, parser, row
 from buffer.rows import ClaimedEvent
-from tests.odoo.kit import Machine, claimed
+from tests.forwarders.odoo.kit import Machine, claimed
 
 SCENARIO = "odoo"
 MACHINES = 8
@@ -45,7 +45,7 @@ TARGET_RATE = 2000
 SERVER = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
-from tests.odoo.standin import OdooStandIn
+from tests.forwarders.odoo.standin import OdooStandIn
 async def main():
     async with OdooStandIn() as odoo:
         print(odoo.port, odoo.api_key, flush=True)

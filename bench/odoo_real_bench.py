@@ -33,12 +33,12 @@ import httpx
 import orjson
 
 from agent.config.models import AgentSection
-from agent.forwarders.odoo import OdooForwarder
-from agent.forwarders.odoo_config import OdooDestinationConfig, OdooProtocol
+from agent.forwarders.odoo.config import OdooDestinationConfig, OdooProtocol
+from agent.forwarders.odoo.forwarder import OdooForwarder
 from bench.common import Row, finish, parser, row
 from bench.odoo_bench import MACHINES, Recorder, stream
-from tests.odoo.kit import OdooTarget, opened
-from tests.odoo.servers import OdooServer, start_servers, stop_servers, why_not_available
+from tests.forwarders.odoo.kit import OdooTarget, opened
+from tests.forwarders.odoo.servers import OdooServer, start_servers, stop_servers, why_not_available
 
 SCENARIO = "odoo (real 18)"
 VERSION = "18.0"

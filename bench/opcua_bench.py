@@ -3,13 +3,13 @@
     .venv/bin/python bench/opcua_bench.py [--quick] [--json PATH] [--items N]
 
 Three processes, so each CPU figure is one client's alone:
-- a server (drivers.opcua_sim.OpcUaSimulator with N extra Double variables) that writes
+- a server (floorgate_demo.opcua_sim.OpcUaSimulator with N extra Double variables) that writes
   every variable once per --period (default 1 s: 5,000 changes/s for 5,000 items, which
   the asyncua server sustains here; the rate is set by the server, so the rate ratio shows
   whether the driver keeps up, and CPU per notification shows what it costs);
 - the ceiling: a bare asyncua client (iterator mode, one subscription, publishing
   interval 100 ms, all items created in calls of 1,000) that only counts notifications;
-- the agent's part: drivers.opcua.OpcUaDriver, subscribe mode, same interval, nsu= node
+- the agent's part: drivers.opcua.driver.OpcUaDriver, subscribe mode, same interval, nsu= node
   ids resolved and checked at connect, every notification mapped to a Sample and handed
   to a counting sink.
 
@@ -48,9 +48,8 @@ async def serve(items: int, period: float) -> None:
     import logging
 
     from asyncua import ua
-
-    from drivers.opcua_sim import OpcUaSimulator
-    from drivers.simulator import SimulatedLine
+    from floorgate_demo.opcua_sim import OpcUaSimulator
+    from floorgate_demo.simulator import SimulatedLine
 
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     names = item_names(items)
@@ -108,9 +107,10 @@ async def bare_client(endpoint: str, ns: int, items: int, seconds: float) -> dic
 
 
 async def driver_client(endpoint: str, items: int, seconds: float) -> dict[str, Any]:
-    from drivers.opcua import OpcUaDriver
-    from drivers.opcua_config import OpcUaConfig
-    from drivers.opcua_sim import NAMESPACE_URI
+    from floorgate_demo.opcua_sim import NAMESPACE_URI
+
+    from drivers.opcua.config import OpcUaConfig
+    from drivers.opcua.driver import OpcUaDriver
 
     config = OpcUaConfig.model_validate(
         {

@@ -14,12 +14,10 @@ that uses the library; nobody else sees a pymodbus or asyncua exception):
 from __future__ import annotations
 
 import enum
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 Value = bool | int | float | str | None
@@ -110,12 +108,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay = 0.0
-
-
-def default_state_dir() -> Path:
-    """systemd sets STATE_DIRECTORY from StateDirectory=; outside systemd the FHS place.
-    Here so that drivers (OPC UA certificates) and the agent's config share one rule."""
-    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/floorgate").split(":")[0])
 
 
 class Driver(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.odoo.servers import why_not_available
+from tests.forwarders.odoo.servers import why_not_available
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

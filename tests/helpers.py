@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 import yaml
-
-from drivers.simulator import signal_table
+from floorgate_demo.simulator import signal_table
 
 
 def free_port() -> int:

@@ -4,17 +4,16 @@ destination types that live in their own modules (OPC UA, MQTT, Odoo)."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from drivers.secrets import Secret as Secret  # re-exported: configs import it from here
-from drivers.units import Duration
-
-NAME_PATTERN = r"^[A-Za-z0-9_\-]+$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+from agent.common.model import NAME_PATTERN as NAME_PATTERN
+from agent.common.model import StrictModel
+from agent.common.secrets import Secret as Secret  # re-exported: configs import it from here
+from agent.common.units import Duration
+from drivers.codecs import DataType
 
 
 class EventType(enum.StrEnum):
@@ -24,12 +23,12 @@ class EventType(enum.StrEnum):
     SAMPLE = "sample"
 
 
-class RetryConfig(_Strict):
+class RetryConfig(StrictModel):
     initial: Duration = Field(default=1.0, gt=0, description="First wait after a failure.")
     max: Duration = Field(default=300.0, gt=0, description="Longest wait between attempts.")
 
 
-class DestinationCommon(_Strict):
+class DestinationCommon(StrictModel):
     """Keys every destination has: name, routing, batch size, retry."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique destination name.")
@@ -46,3 +45,28 @@ class DestinationCommon(_Strict):
     def target(self) -> str:
         """Where and how events go, for `floorgate check-config` (e.g. "POST https://...")."""
         raise NotImplementedError
+
+
+class SignalSpec(Protocol):
+    """What every source type's signal config has (Modbus, OPC UA, ...)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def data_type(self) -> DataType | None: ...
+    @property
+    def unit_of_measurement(self) -> str | None: ...
+
+
+class SourceSpec(Protocol):
+    """What every source type's config has, whatever its plugin."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def signals(self) -> Sequence[SignalSpec]: ...
+    def summary(self) -> str:
+        """One line for `floorgate check-config`: what is read, from where, how often."""
+        ...

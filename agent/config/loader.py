@@ -26,8 +26,8 @@ from agent.config.xref import cross_check
 if TYPE_CHECKING:
     import yaml
 
-# PyYAML is imported where a file is parsed, not here: `floorgate run` parses in a child
-# process (agent.config.child), and the agent itself then never needs it (1.6 MiB).
+# PyYAML is imported where a file is parsed, not here: modules that only need the error
+# types (the health report, the CLI's parser) do not pay for it.
 
 ENV_PREFIX = "FLOORGATE__"
 EX_CONFIG = 78
@@ -49,10 +49,6 @@ class ConfigError(Exception):
         self.file = file
         self.problems = problems
         super().__init__(self.render())
-
-    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, list[ConfigProblem]]]:
-        # Rebuilt from its fields: the config loads in a child process (agent.config.child).
-        return (type(self), (self.file, self.problems))
 
     def render(self) -> str:
         lines = [f"invalid configuration in {self.file}:"]

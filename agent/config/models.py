@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.common.model import StrictModel
+from agent.common.paths import default_state_dir
+from agent.common.units import Duration, Size
 from agent.config.common import (
     NAME_PATTERN,
     DestinationCommon,
     Secret,
-    _Strict,
+    SourceSpec,
 )
 from agent.config.rules import (
     AlarmRuleConfig,
@@ -20,12 +23,7 @@ from agent.config.rules import (
     SampleRuleConfig,
     StateRuleConfig,
 )
-from agent.forwarders.mqtt_config import MqttDestinationConfig
-from agent.forwarders.odoo_config import OdooDestinationConfig
-from drivers.base import default_state_dir
-from drivers.modbus_config import ModbusRtuConfig, ModbusTcpConfig
-from drivers.opcua_config import OpcUaConfig
-from drivers.units import Duration, Size
+from agent.registry import DESTINATION_PLUGINS, SOURCE_PLUGINS, config_models
 
 
 class LogLevel(enum.StrEnum):
@@ -35,7 +33,7 @@ class LogLevel(enum.StrEnum):
     ERROR = "error"
 
 
-class AgentSection(_Strict):
+class AgentSection(StrictModel):
     id: str = Field(
         default="floorgate",
         pattern=NAME_PATTERN,
@@ -50,12 +48,23 @@ class AgentSection(_Strict):
     log_level: LogLevel = Field(default=LogLevel.INFO, description="debug | info | warning.")
 
 
-SourceConfig = Annotated[
-    ModbusTcpConfig | ModbusRtuConfig | OpcUaConfig, Field(discriminator="type")
-]
+# The source and destination types are the plugins' config models (agent.registry): the
+# YAML's `type` key picks one.
+if TYPE_CHECKING:
+    SourceConfig = SourceSpec
+    DestinationConfig = DestinationCommon
+else:
+    SourceConfig = Annotated[
+        Union[config_models(SOURCE_PLUGINS)],  # noqa: UP007 (a union built from a tuple)
+        Field(discriminator="type"),
+    ]
+    DestinationConfig = Annotated[
+        Union[config_models(DESTINATION_PLUGINS)],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
 
 
-class MachineConfig(_Strict):
+class MachineConfig(StrictModel):
     """A machine: its ISA-95 place and the rules that turn its signals into events."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Machine id, unique in this gateway.")
@@ -67,46 +76,12 @@ class MachineConfig(_Strict):
     samples: list[SampleRuleConfig] = Field(default_factory=list)
 
 
-class HttpAuth(enum.StrEnum):
-    NONE = "none"
-    BEARER = "bearer"
-    HMAC = "hmac"
-
-
-class HttpDestinationConfig(DestinationCommon):
-    """HTTP middleware: batches of CloudEvents in one POST."""
-
-    type: Literal["http"]
-    url: str = Field(pattern=r"^https?://", description="Endpoint receiving the POSTs.")
-    auth: HttpAuth = Field(default=HttpAuth.NONE, description="none | bearer | hmac.")
-    token: Secret | None = Field(
-        default=None, description="Bearer token or HMAC key (auth bearer or hmac)."
-    )
-    timeout: Duration = Field(default=30.0, gt=0, description="Whole-request timeout.")
-    ca_file: Path | None = Field(default=None, description="CA bundle to verify the server.")
-
-    def target(self) -> str:
-        return f"POST {self.url} (auth {self.auth.value})"
-
-    @model_validator(mode="after")
-    def _token_when_auth(self) -> Self:
-        if self.auth is not HttpAuth.NONE and self.token is None:
-            raise ValueError(f"auth {self.auth.value} needs token: {{file: ...}}")
-        return self
-
-
-DestinationConfig = Annotated[
-    HttpDestinationConfig | MqttDestinationConfig | OdooDestinationConfig,
-    Field(discriminator="type"),
-]
-
-
 class SynchronousMode(enum.StrEnum):
     FULL = "full"  # survives a power cut
     NORMAL = "normal"  # survives a process crash, may lose the last commits on a power cut
 
 
-class BufferConfig(_Strict):
+class BufferConfig(StrictModel):
     path: Path = Field(
         default=Path("buffer.db"), description="SQLite file; relative to agent.state_dir."
     )
@@ -133,7 +108,7 @@ class BufferConfig(_Strict):
     )
 
 
-class HealthConfig(_Strict):
+class HealthConfig(StrictModel):
     enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
     host: str = Field(default="127.0.0.1", description="Listen address (loopback by default).")
     port: int = Field(default=8410, ge=0, le=65535, description="Listen port (0: any free).")

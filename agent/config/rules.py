@@ -5,13 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from drivers.units import Duration
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+from agent.common.model import StrictModel
+from agent.common.units import Duration
 
 
 class MachineStateValue(enum.StrEnum):
@@ -21,7 +18,7 @@ class MachineStateValue(enum.StrEnum):
     STOPPED = "stopped"
 
 
-class StateRuleConfig(_Strict):
+class StateRuleConfig(StrictModel):
     """Machine state from a state-code signal, with an optional reason code."""
 
     signal: str = Field(description="Signal holding the machine's state code.")
@@ -55,7 +52,7 @@ class CounterMode(enum.StrEnum):
     EDGE = "edge"  # a part-done bit: each rising edge is one part
 
 
-class CounterRuleConfig(_Strict):
+class CounterRuleConfig(StrictModel):
     """Good or scrap parts from a PLC counter or a part-done bit."""
 
     signal: str = Field(description="Counter register or part-done bit.")
@@ -87,7 +84,7 @@ class Severity(enum.StrEnum):
     CRITICAL = "critical"
 
 
-class AlarmRuleConfig(_Strict):
+class AlarmRuleConfig(StrictModel):
     """An alarm from a value crossing a limit (with hysteresis) or from an alarm bit."""
 
     name: str = Field(description="Alarm name, unique within the machine.")
@@ -104,7 +101,7 @@ class AlarmRuleConfig(_Strict):
         return self.high is None and self.low is None
 
 
-class SampleRuleConfig(_Strict):
+class SampleRuleConfig(StrictModel):
     """A process value reported on change beyond a deadband and/or every interval."""
 
     signal: str = Field(description="Signal reported.")

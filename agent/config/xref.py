@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from agent.config.common import SignalSpec
 from agent.config.models import FloorgateConfig, SourceConfig
 from drivers.codecs import INTEGER_TYPES, DataType
 
 Location = tuple[int | str, ...]
-
-
-class SignalSpec(Protocol):
-    """What every source type's signal config has (Modbus, OPC UA, ...)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def data_type(self) -> DataType | None: ...
-    @property
-    def unit_of_measurement(self) -> str | None: ...
 
 
 def signals_of(source: SourceConfig) -> Sequence[SignalSpec]:

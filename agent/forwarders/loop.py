@@ -27,7 +27,7 @@ from tenacity import (
 
 from agent.config.common import RetryConfig
 from agent.forwarders.base import Fatal, Forwarder, NotConnected, Rejected, Transient
-from agent.status import DestinationHealth, DestinationState
+from agent.monitoring.status import DestinationHealth, DestinationState
 from buffer.rows import ClaimedEvent
 from buffer.sqlite import SqliteBuffer
 

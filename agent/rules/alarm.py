@@ -19,7 +19,7 @@ from typing import Any, Literal, Self
 from agent.config.common import EventType
 from agent.config.models import MachineConfig
 from agent.config.rules import AlarmRuleConfig
-from agent.events import AlarmData
+from agent.pipeline.events import AlarmData
 from agent.rules.base import Draft
 from drivers.base import Quality, Sample, Value
 from drivers.codecs import DataType

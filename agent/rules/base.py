@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from agent.config.common import EventType
-from agent.events import EventData
+from agent.pipeline.events import EventData
 from drivers.base import Sample
 
 

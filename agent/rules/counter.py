@@ -42,7 +42,7 @@ from typing import Any, Self
 from agent.config.common import EventType
 from agent.config.models import MachineConfig
 from agent.config.rules import CounterMode, CounterRuleConfig
-from agent.events import ProductionCountData
+from agent.pipeline.events import ProductionCountData
 from agent.rules.base import Draft
 from drivers.base import Quality, Sample, Value
 from drivers.codecs import DataType

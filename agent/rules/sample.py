@@ -21,7 +21,7 @@ from typing import Any, Literal, Self
 from agent.config.common import EventType
 from agent.config.models import MachineConfig
 from agent.config.rules import SampleRuleConfig
-from agent.events import SampleData
+from agent.pipeline.events import SampleData
 from agent.rules.base import Draft
 from drivers.base import Quality, Sample, Value
 from drivers.codecs import DataType

@@ -25,7 +25,7 @@ from typing import Any, Self
 from agent.config.common import EventType
 from agent.config.models import MachineConfig
 from agent.config.rules import MachineStateValue, StateRuleConfig
-from agent.events import MachineStateData
+from agent.pipeline.events import MachineStateData
 from agent.rules.base import Draft
 from drivers.base import Quality, Sample, Value
 from drivers.codecs import DataType

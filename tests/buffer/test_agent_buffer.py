@@ -10,12 +10,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
+
 from agent.config.loader import load_config
-from agent.forwarders.receiver import EventReceiver
-from agent.metrics import make_registry, render
-from agent.report import health_report
-from agent.runtime import Agent
-from drivers.simulator import SimulatedLine, SimulatorServer
+from agent.monitoring.metrics import make_registry, render
+from agent.monitoring.report import health_report
+from agent.service.runtime import Agent
 from tests.helpers import free_port, line_config, readyz, start_agent, wait_until, write_config
 
 
@@ -168,7 +169,8 @@ async def test_metrics_count_what_the_size_bound_dropped(tmp_path: Path) -> None
 async def test_events_held_in_memory_stay_bounded_while_the_disk_is_full(tmp_path: Path) -> None:
     """Only sample heartbeats keep coming while nothing commits: beyond the limit the
     oldest held samples go (counted), states and counts stay."""
-    from agent.engine import RuleEngine
+    from agent.pipeline.engine import RuleEngine
+
     from buffer import EventRow, SqliteBuffer
 
     raw = line_config(tmp_path / "state", 1, "http://127.0.0.1:1/", 0)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from agent.config.loader import EX_CONFIG, ConfigError, load_config
-from agent.registry import DRIVERS, FORWARDERS
+from agent.registry import DESTINATION_PLUGINS, SOURCE_PLUGINS, config_models
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -220,5 +220,6 @@ def test_example_config_is_valid_and_documents_every_registered_type() -> None:
     example = REPO / "config.example.yaml"
     load_config(example, environ={})
     text = example.read_text()
-    for registered in [*DRIVERS, *FORWARDERS]:
+    for model in config_models(SOURCE_PLUGINS + DESTINATION_PLUGINS):
+        registered = model.model_fields["type"].annotation.__args__[0]
         assert f"type: {registered}" in text, f"config.example.yaml does not show type {registered}"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from floorgate_demo.receiver import EventReceiver
 
 from agent.config.common import RetryConfig
-from agent.config.models import HttpDestinationConfig
-from agent.forwarders.http import WebhookForwarder
+from agent.forwarders.http.config import HttpDestinationConfig
+from agent.forwarders.http.forwarder import WebhookForwarder
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
-from agent.forwarders.receiver import EventReceiver
-from agent.status import DestinationHealth, DestinationState
+from agent.monitoring.status import DestinationHealth, DestinationState
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer
 

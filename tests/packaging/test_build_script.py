@@ -48,7 +48,7 @@ def fake_venv(stage: Path) -> Path:
     (venv / "pyvenv.cfg").write_text(f"home = /usr/bin\ncommand = python3.11 -m venv {venv}\n")
     (info / "direct_url.json").write_text('{"url": "file:///tmp/src"}')
     (info / "RECORD").write_text(
-        "agent/cli.py,sha256=x,1\nfloorgate-0.1.0.dist-info/direct_url.json,sha256=y,2\n"
+        "agent/cli/main.py,sha256=x,1\nfloorgate-0.1.0.dist-info/direct_url.json,sha256=y,2\n"
     )
     return venv
 
@@ -66,7 +66,7 @@ def test_relocate_rewrites_every_staging_path(tmp_path: Path) -> None:
     assert "venv /opt/floorgate" in (venv / "pyvenv.cfg").read_text()
     info = venv / "lib/python3.11/site-packages/floorgate-0.1.0.dist-info"
     assert not (info / "direct_url.json").exists()
-    assert (info / "RECORD").read_text() == "agent/cli.py,sha256=x,1\n"
+    assert (info / "RECORD").read_text() == "agent/cli/main.py,sha256=x,1\n"
     build_deb.check_no_build_paths(stage, [str(tmp_path)])  # nothing left: no error
 
 

@@ -18,7 +18,7 @@ from agent.config.rules import (
     SampleRuleConfig,
     StateRuleConfig,
 )
-from agent.events import ProductionCountData
+from agent.pipeline.events import ProductionCountData
 from agent.rules import (
     RULE_TYPES,
     AlarmRule,

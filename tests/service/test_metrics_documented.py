@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import httpx
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.config.models import FloorgateConfig
-from agent.runtime import Agent
-from drivers.simulator import SimulatedLine, SimulatorServer
+from agent.service.runtime import Agent
 from tests.helpers import line_config, wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"

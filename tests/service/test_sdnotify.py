@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import SystemdNotifier
+from agent.service.sdnotify import SystemdNotifier
 from tests.helpers import NotifySocket
 
 

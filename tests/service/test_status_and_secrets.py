@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import httpx
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
+from agent.common.secrets import read_secret
 from agent.config.common import Secret
-from agent.forwarders.receiver import EventReceiver
-from agent.logs import OneLineFormatter
-from drivers.secrets import read_secret
-from drivers.simulator import SimulatedLine, SimulatorServer
+from agent.service.logs import OneLineFormatter
 from tests.helpers import (
     free_port,
     line_config,

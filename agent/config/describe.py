@@ -1,0 +1,84 @@
+"""What `floorgate check-config` prints: what will be read from which device, sent where."""
+
+from __future__ import annotations
+
+from agent.common.units import format_duration, format_size
+from agent.config.models import DestinationConfig, FloorgateConfig
+from agent.config.rules import CounterMode
+
+
+def _machine_lines(config: FloorgateConfig) -> list[str]:
+    lines = []
+    for machine in config.machines:
+        lines.append(
+            f"  {machine.name}  (/{config.agent.site}/{machine.area}/{machine.line}/{machine.name})"
+        )
+        if machine.state:
+            reason = (
+                f", reason from {machine.state.reason_signal}"
+                if machine.state.reason_signal
+                else ""
+            )
+            lines.append(f"    state      <- {machine.state.signal}{reason}")
+        for counter in machine.counters:
+            how = "rising edges of" if counter.mode is CounterMode.EDGE else "counter"
+            lines.append(
+                f"    {counter.kind.value:<10} <- {how} {counter.signal}, reported every "
+                f"{format_duration(counter.report_every)}"
+            )
+        for alarm in machine.alarms:
+            limits = []
+            if alarm.high is not None:
+                limits.append(f"> {alarm.high}")
+            if alarm.low is not None:
+                limits.append(f"< {alarm.low}")
+            lines.append(
+                f"    alarm {alarm.name} <- {alarm.signal} {' or '.join(limits) or 'is true'}"
+                f" ({alarm.severity.value})"
+            )
+        for sample in machine.samples:
+            triggers = []
+            if sample.deadband is not None:
+                triggers.append(f"change > {sample.deadband}")
+            if sample.interval is not None:
+                triggers.append(f"every {format_duration(sample.interval)}")
+            lines.append(f"    sample     <- {sample.signal} on {' or '.join(triggers)}")
+    return lines
+
+
+def _destination_line(destination: DestinationConfig) -> str:
+    types = ", ".join(t.value for t in destination.event_types)
+    machines = ", ".join(destination.machines) if destination.machines else "all machines"
+    return (
+        f"  {destination.name}: {destination.target()}, "
+        f"batches of {destination.batch_size}; {types}; {machines}"
+    )
+
+
+def describe_config(config: FloorgateConfig) -> str:
+    lines = [
+        f"agent {config.agent.id} at site {config.agent.site}",
+        f"buffer {config.buffer_path} (synchronous {config.buffer.synchronous.value}, "
+        f"at most {format_size(config.buffer.max_size)}, delivered events kept "
+        f"{format_duration(config.buffer.retention)}"
+        + (
+            f", undelivered dropped after {format_duration(config.buffer.max_age)})"
+            if config.buffer.max_age is not None
+            else ")"
+        ),
+        "",
+        "reads from:",
+    ]
+    lines += [f"  {s.name}: {s.summary()}" for s in config.sources]
+    lines += ["", "machines:", *_machine_lines(config)]
+    lines += ["", "sends to:"]
+    lines += [_destination_line(d) for d in config.destinations] or [
+        "  (no destination: events are only buffered)"
+    ]
+    health = (
+        f"http://{config.health.host}:{config.health.port}/readyz"
+        if config.health.enabled
+        else "disabled"
+    )
+    lines += ["", f"health: {health}"]
+    return "\n".join(lines)

@@ -1,0 +1,372 @@
+"""The rule engine: batches of samples in, validated events committed to the buffer.
+
+Events and the rule state that produced them are committed in one transaction, so a
+crash at any moment leaves the rules exactly where their last committed events left
+them. While a commit fails (disk full), the engine keeps what it made in memory,
+retries, and stops taking samples: drivers then wait on the bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from agent.config.common import EventType
+from agent.config.models import FloorgateConfig
+from agent.config.xref import signal_catalog
+from agent.pipeline.events import (
+    EnvelopeEncoder,
+    MachineStateData,
+    format_sequence,
+    utcnow,
+    uuid7_batch,
+)
+from agent.pipeline.routing import Router
+from agent.rules import build_rules
+from agent.rules.base import Draft, Rule
+from buffer.rows import EventRow
+from buffer.sqlite import BufferError, SqliteBuffer
+from drivers.base import Sample
+
+log = logging.getLogger("floorgate.engine")
+
+SEQUENCE_KEY = "engine/sequence"
+STATE_EVENT_KEY = "engine/state-event"
+TICK_SECONDS = 1.0
+MAX_BATCHES_PER_COMMIT = 200
+# A round (take, rules, hand to the buffer) stops taking batches past this many samples:
+# rounds of a few thousand events let one round's commit overlap the next one's rules,
+# where one huge round would leave the two threads taking turns.
+MAX_SAMPLES_PER_ROUND = 2000
+# Event ids are drawn this many at a time (one lock and clock read each) and the rest
+# dropped when the round ends, so an id's timestamp is never older than its round.
+IDS_PER_DRAW = 64
+_TYPE_VALUES: dict[EventType, str] = {t: t.value for t in EventType}
+
+
+@dataclass
+class EngineHealth:
+    running: bool = False
+    samples: int = 0
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    last_commit: float | None = None
+    commit_failing_since: float | None = None
+    last_error: str | None = None
+    pending_events: int = 0  # held in memory because commits fail (0 while they succeed)
+    dropped_invalid: int = 0
+    held_samples_dropped: int = 0  # held in memory too long (buffer not writable): total
+    held_samples_dropped_episode: int = 0  # ... since the buffer stopped being writable
+
+
+class RuleEngine:
+    def __init__(
+        self,
+        config: FloorgateConfig,
+        buffer: SqliteBuffer,
+        *,
+        on_commit: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = utcnow,
+        queue_size: int = 1000,
+        queue: asyncio.Queue[Sequence[Sample]] | None = None,
+    ) -> None:
+        self.config = config
+        self.buffer = buffer
+        # The agent passes its own queue so that an engine rebuilt on a config reload
+        # takes over the samples the old one had not taken yet.
+        self.queue: asyncio.Queue[Sequence[Sample]] = queue or asyncio.Queue(maxsize=queue_size)
+        self.health = EngineHealth()
+        self._on_commit = on_commit
+        self._clock = clock
+        self._stopping = False
+        self._links: dict[str, str] = {}
+        self._last_time: tuple[datetime, str] | None = None
+        self._unmapped_logged: dict[str, set[int | float | str]] = {}
+        self._router = Router(config.destinations)
+        self._encoder = EnvelopeEncoder(config.agent.id)
+        self._ids: list[str] = []  # drawn for this round; dropped at its end (see _commit)
+        self._sources: dict[str, str] = {
+            m.name: f"/{config.agent.site}/{m.area}/{m.line}/{m.name}" for m in config.machines
+        }
+        catalog = signal_catalog(config)
+        data_types = {name: info.data_type for name, info in catalog.items()}
+        units = {name: info.unit for name, info in catalog.items()}
+        self.rules: list[Rule] = []
+        for machine in config.machines:
+            self.rules += build_rules(machine, data_types, units)
+        self._by_signal: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            for signal in rule.signals:
+                self._by_signal.setdefault(signal, []).append(rule)
+        self._sequence = 0
+        self._rows: list[EventRow] = []
+        self._state: dict[str, str] = {}
+        # The commit handed to the buffer and not yet confirmed: (rows, state, task).
+        self._inflight: tuple[list[EventRow], dict[str, str], asyncio.Future[None]] | None = None
+
+    async def sink(self, samples: Sequence[Sample]) -> None:
+        """Given to drivers; waits when the engine is behind (bounded memory)."""
+        await self.queue.put(samples)
+
+    async def restore(self) -> None:
+        states = await self.buffer.load_state()
+        self._sequence = int(states.get(SEQUENCE_KEY, "0"))
+        self._links = {k: v for k, v in states.items() if k.startswith(STATE_EVENT_KEY + "/")}
+        restored = 0
+        for rule in self.rules:
+            if rule.key in states:
+                rule.restore(json.loads(states[rule.key]))
+                restored += 1
+        log.info(
+            "rule state restored rules=%d restored=%d sequence=%d",
+            len(self.rules),
+            restored,
+            self._sequence,
+        )
+
+    async def run(self) -> None:
+        self.health.running = True
+        next_tick = time.monotonic() + TICK_SECONDS
+        try:
+            while not self._stopping:
+                wait = max(0.0, next_tick - time.monotonic())
+                batches = await self._take(wait)
+                for batch in batches:
+                    self._process(batch)
+                if time.monotonic() >= next_tick:
+                    next_tick += TICK_SECONDS * max(
+                        1, int((time.monotonic() - next_tick) // TICK_SECONDS) + 1
+                    )
+                    self._tick()
+                await self._commit()
+            await self._settle(final=True)  # asked to stop: what was handed over is durable
+        finally:
+            self.health.running = False
+
+    def request_stop(self) -> None:
+        """Ask run() to return after its current round.
+
+        The engine is stopped this way rather than cancelled: a cancel that lands while a
+        commit runs in the buffer's thread would leave rows that are committed but still
+        held here, and the final commit would write them twice."""
+        self._stopping = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(())  # wakes a run() that waits for samples
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def stop(self) -> None:
+        """Process what is queued, report partial windows, commit. Called after drivers stop."""
+        while not self.queue.empty():
+            self._process(self.queue.get_nowait())
+        now = self._clock()
+        for rule in self.rules:
+            self._emit(rule, rule.flush(now))
+        await self._commit(final=True)
+
+    async def _take(self, wait: float) -> list[Sequence[Sample]]:
+        if self._rows:  # a failed commit is pending: retry it before taking more
+            return []
+        batches: list[Sequence[Sample]] = []
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+        # arrives as the item does, and a task that ignores its cancel never stops.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                batches.append(await self.queue.get())
+        taken = sum(len(batch) for batch in batches)
+        while (
+            batches
+            and not self.queue.empty()
+            and len(batches) < MAX_BATCHES_PER_COMMIT
+            and taken < MAX_SAMPLES_PER_ROUND
+        ):
+            batches.append(self.queue.get_nowait())
+            taken += len(batches[-1])
+        return batches
+
+    def _process(self, batch: Sequence[Sample]) -> None:
+        self.health.samples += len(batch)
+        by_signal = {sample.signal: sample for sample in batch}
+        touched: dict[int, Rule] = {}
+        for signal in by_signal:
+            for rule in self._by_signal.get(signal, ()):
+                touched[id(rule)] = rule
+        now = self._clock()
+        for rule in touched.values():
+            self._emit(rule, rule.on_samples(by_signal, now))
+
+    def _tick(self) -> None:
+        now = self._clock()
+        for rule in self.rules:
+            self._emit(rule, rule.on_tick(now))
+
+    def _emit(self, rule: Rule, drafts: Sequence[Draft]) -> None:
+        self._report_unmapped(rule)
+        for draft in drafts:
+            row = self._to_row(rule, draft)
+            if row is not None:
+                self._rows.append(row)
+        if rule.dirty:
+            self._state[rule.key] = json.dumps(rule.snapshot())
+
+    def _report_unmapped(self, rule: Rule) -> None:
+        """A state code missing from the machine's map is logged once per code, not at
+        every poll: the engineer adds it to `state.map` (or the PLC sends a new code)."""
+        codes = getattr(rule, "unmapped_codes", None)
+        if not codes:
+            return
+        seen = self._unmapped_logged.setdefault(rule.key, set())
+        for code in sorted(codes - seen, key=str):
+            log.warning(
+                "state code not in the machine's map; ignored machine=%s code=%r "
+                "fix=add-it-to-machines.state.map",
+                rule.machine,
+                code,
+            )
+            seen.add(code)
+
+    def _to_row(self, rule: Rule, draft: Draft) -> EventRow | None:
+        # Once per event: the hot path of ingest. Attribute chains and enum .value
+        # lookups are hoisted (each costs as much as a dict lookup several times over).
+        self._sequence += 1
+        if not self._ids:
+            self._ids = uuid7_batch(IDS_PER_DRAW)[::-1]  # pop() takes the oldest
+        event_id = self._ids.pop()
+        event_type, when, data = draft
+        machine = rule.machine
+        if type(data) is MachineStateData:
+            # Link each state to the event that opened the one it ends; the link is
+            # committed with the event, so it survives restarts like rule state does.
+            key = f"{STATE_EVENT_KEY}/{machine}"
+            data = data.model_copy(update={"previous_event_id": self._links.get(key)})
+            self._links[key] = event_id
+            self._state[key] = event_id
+        try:
+            payload = self._encoder.encode(
+                id=event_id,
+                source=self._sources[machine],
+                type=event_type,
+                time=when,
+                sequence=format_sequence(self._sequence),
+                data=data,
+            )
+        except ValueError as exc:  # a rule bug must not stop the line: count it and say so
+            self.health.dropped_invalid += 1
+            log.error("invalid event dropped rule=%s type=%s error=%s", rule.key, event_type, exc)
+            return None
+        type_value = _TYPE_VALUES[event_type]
+        counts = self.health.events_by_type
+        counts[type_value] = counts.get(type_value, 0) + 1
+        return EventRow(
+            event_id,
+            type_value,
+            machine,
+            self._iso_time(when),
+            payload,
+            self._router.route(event_type, machine),
+        )
+
+    def _iso_time(self, when: datetime) -> str:
+        """The events of one poll share one timestamp: format it once (ingest hot path)."""
+        if self._last_time is None or self._last_time[0] != when:
+            self._last_time = (when, when.astimezone(UTC).isoformat())
+        return self._last_time[1]
+
+    async def _commit(self, final: bool = False) -> None:
+        """Hand what the last round made to the buffer, without waiting for the disk.
+
+        Commits are pipelined: the durable commit of one round (SQLite, in the buffer's
+        thread) runs while the next round's samples go through the rules here, and a
+        round waits only for the previous commit before handing over its own. Commits
+        stay one at a time and in order, so rule state and events still land together.
+        While commits fail (disk full), each one is waited for: nothing new is taken
+        until the held events are written."""
+        self._ids = []
+        if not await self._settle(final) and not final:
+            return  # the next round retries (it takes no samples while events are held)
+        if not self._rows and not self._state:
+            return
+        self._state[SEQUENCE_KEY] = str(self._sequence)
+        rows, state = self._rows, self._state
+        self._rows, self._state = [], {}
+        try:
+            commit = self.buffer.submit(rows, state)
+        except BufferError as exc:  # closed: held like any failed commit
+            commit = asyncio.get_running_loop().create_future()
+            commit.set_exception(exc)
+        # The commit's future is shielded where it is awaited: a cancel of run() must not
+        # cancel a commit half-way (its rows are committed or held, never both).
+        self._inflight = (rows, state, commit)
+        if final or self.health.commit_failing_since is not None:
+            await self._settle(final)
+        else:
+            # One turn of the loop lets the buffer's writer task hand the rows to its
+            # thread; without it the next round's rules would run before the commit
+            # even started (Queue.get does not yield while samples are waiting).
+            await asyncio.sleep(0)
+
+    async def _settle(self, final: bool = False) -> bool:
+        """Wait for the commit in flight. A failed one puts its events and state back in
+        front of what was made since, and the engine pauses a second before retrying."""
+        if self._inflight is None:
+            return True
+        rows, state, commit = self._inflight
+        try:
+            await asyncio.shield(commit)
+        except BufferError as exc:
+            self._inflight = None
+            self._rows = rows + self._rows
+            self._state = {**state, **self._state}
+            self.health.pending_events = len(self._rows)
+            self._commit_failed(str(exc))
+            if not final:
+                await asyncio.sleep(1.0)
+            return False
+        self._inflight = None
+        if self.health.commit_failing_since is not None:
+            log.info(
+                "buffer writable again pending=%d held_samples_dropped=%d",
+                len(rows),
+                self.health.held_samples_dropped_episode,
+            )
+        self.health.held_samples_dropped_episode = 0
+        self.health.commit_failing_since = None
+        self.health.last_commit = time.time()
+        self.health.pending_events = 0
+        self._on_commit()
+        return True
+
+    def _commit_failed(self, error: str) -> None:
+        if self.health.commit_failing_since is None:
+            self.health.commit_failing_since = time.time()
+            log.error(
+                "buffer commit failed; holding events in memory error=%s pending=%d",
+                error,
+                len(self._rows),
+            )
+        self.health.last_error = error
+        # Memory stays bounded: while nothing can be committed no sample is processed, so
+        # only sample heartbeats keep coming; beyond the limit the oldest held samples go.
+        # States, counts and alarms are kept (few: they need samples to be made).
+        held_limit = 10_000
+        excess = len(self._rows) - held_limit
+        if excess > 0:
+            samples = [i for i, row in enumerate(self._rows) if row.type == "sample"][:excess]
+            if samples:
+                gone = set(samples)
+                self._rows = [row for i, row in enumerate(self._rows) if i not in gone]
+                if self.health.held_samples_dropped_episode == 0:
+                    log.warning(
+                        "buffer still not writable; dropping the oldest held samples limit=%d",
+                        held_limit,
+                    )
+                self.health.held_samples_dropped += len(gone)
+                self.health.held_samples_dropped_episode += len(gone)
+                self.health.pending_events = len(self._rows)

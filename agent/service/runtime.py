@@ -1,0 +1,282 @@
+"""Wiring and supervision: start in reverse data-flow order, stop in data-flow order.
+
+Start: buffer → forwarders → rule engine → drivers → health server.
+Stop: drivers → engine (drain the queue, report partial windows, commit) → forwarders →
+buffer → health server. Every component runs under ``supervise`` so a crash restarts
+that component alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from agent.config.models import FloorgateConfig, SourceConfig
+from agent.forwarders.loop import DeliveryLoop, DeliverySettings
+from agent.monitoring.status import DestinationHealth
+from agent.pipeline.engine import RuleEngine
+from agent.registry import make_driver, make_forwarder
+from agent.service.reload import ReloadPlan, plan_reload
+from agent.service.supervise import supervise
+from buffer.rows import BufferStats
+from buffer.sqlite import SqliteBuffer
+from drivers.base import Driver, Sample
+
+log = logging.getLogger("floorgate.runtime")
+
+STATS_INTERVAL = 2.0
+PRUNE_INTERVAL = 3600.0
+# How long stop() waits for one stage before it gives up on it; within systemd's
+# TimeoutStopSec so the unit never ends in a SIGKILL because of a stuck component.
+STOP_GRACE = 10.0
+SAMPLE_QUEUE_SIZE = 1000  # batches; drivers wait when the engine is this far behind
+
+
+class Agent:
+    def __init__(self, config: FloorgateConfig, *, config_checksum: str = "") -> None:
+        self.config = config
+        self.config_checksum = config_checksum
+        self.started_at = time.time()
+        self.buffer: SqliteBuffer | None = None
+        self.engine: RuleEngine | None = None
+        self.drivers: list[Driver] = []
+        self.destinations: dict[str, DestinationHealth] = {}
+        self.buffer_stats = BufferStats()
+        self.buffer_error: str | None = None
+        self.running = False
+        self.health_port: int | None = None
+        self.samples: asyncio.Queue[Sequence[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._forwarder_tasks: dict[str, asyncio.Task[None]] = {}
+        self._driver_tasks: dict[str, asyncio.Task[None]] = {}
+        self._engine_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._health_server: Any = None
+
+    async def start(self) -> None:
+        config = self.config
+        self.buffer = await SqliteBuffer.open(
+            config.buffer_path,
+            synchronous=config.buffer.synchronous.value,
+            commit_window=config.buffer.commit_window,
+            max_size=config.buffer.max_size,
+        )
+        if self.buffer.corrupt_moved_to:
+            log.error("buffer was corrupt; moved aside path=%s", self.buffer.corrupt_moved_to)
+        self.buffer_stats = await self.buffer.stats()
+        for destination in config.destinations:
+            self._start_destination(destination)
+        await self._start_engine()
+        for source in config.sources:
+            self._start_source(source)
+        self._background.append(asyncio.create_task(self._refresh_stats(), name="stats"))
+        await self._start_health()
+        self.running = True
+        log.info(
+            "agent started id=%s sources=%d machines=%d destinations=%d buffer=%s health=%s",
+            config.agent.id,
+            len(config.sources),
+            len(config.machines),
+            len(config.destinations),
+            config.buffer_path,
+            f"http://{config.health.host}:{self.health_port}" if self.health_port else "off",
+        )
+
+    async def _sink(self, samples: Sequence[Sample]) -> None:
+        """Where every driver puts its batches; bounded, so a slow engine slows the polls."""
+        await self.samples.put(samples)
+
+    async def _start_engine(self) -> None:
+        assert self.buffer is not None
+        engine = RuleEngine(
+            self.config, self.buffer, on_commit=self._wake_forwarders, queue=self.samples
+        )
+        await engine.restore()
+        self.engine = engine
+        self._engine_task = asyncio.create_task(
+            supervise("engine", engine.run, finished=lambda: engine.stopping), name="engine"
+        )
+
+    async def _stop_engine(self) -> None:
+        """Let the engine finish its round, then drain the queue, flush and commit."""
+        if self.engine is not None and self._engine_task is not None:
+            self.engine.request_stop()
+            _, pending = await asyncio.wait([self._engine_task], timeout=STOP_GRACE)
+            if pending:
+                log.error("engine did not finish its round within %gs; cancelling it", STOP_GRACE)
+                await _cancel([self._engine_task])
+            self._engine_task = None
+        if self.engine is not None:
+            await self.engine.stop()
+
+    def _start_source(self, source: SourceConfig) -> None:
+        driver = make_driver(source, self.config.agent)
+        self.drivers.append(driver)
+        self._driver_tasks[driver.name] = asyncio.create_task(
+            supervise(f"source:{driver.name}", functools.partial(driver.run, self._sink)),
+            name=f"source:{driver.name}",
+        )
+
+    async def _stop_source(self, name: str) -> None:
+        task = self._driver_tasks.pop(name, None)
+        if task is not None:
+            await _cancel([task])
+        self.drivers = [d for d in self.drivers if d.name != name]
+
+    async def _start_health(self) -> None:
+        if self.config.health.enabled:
+            from agent.monitoring.health import HealthServer
+
+            self._health_server = HealthServer(self)
+            self.health_port = await self._health_server.start(
+                self.config.health.host, self.config.health.port
+            )
+
+    async def _stop_health(self) -> None:
+        if self._health_server is not None:
+            await self._health_server.stop()
+            self._health_server = None
+            self.health_port = None
+
+    async def _stop_destination(self, name: str) -> None:
+        task = self._forwarder_tasks.pop(name, None)
+        if task is not None:
+            await _cancel([task])
+        self._wakes.pop(name, None)
+        self.destinations.pop(name, None)
+
+    def alive(self) -> bool:
+        """For the systemd watchdog: the engine and every supervised component are still
+        running (a supervisor that died would leave its component silently stopped)."""
+        tasks = [self._engine_task, *self._driver_tasks.values(), *self._forwarder_tasks.values()]
+        return self.running and all(t is not None and not t.done() for t in tasks)
+
+    def _start_destination(self, destination: Any) -> None:
+        assert self.buffer is not None
+        forwarder = make_forwarder(destination, self.config.agent)
+        health = DestinationHealth(name=destination.name, type=destination.type)
+        self.destinations[destination.name] = health
+        wake = asyncio.Event()
+        self._wakes[destination.name] = wake
+        loop = DeliveryLoop(
+            forwarder,
+            self.buffer,
+            DeliverySettings(batch_size=destination.batch_size, retry=destination.retry),
+            health,
+            wake,
+        )
+        self._forwarder_tasks[destination.name] = asyncio.create_task(
+            supervise(f"destination:{destination.name}", loop.run), name=destination.name
+        )
+
+    def _wake_forwarders(self) -> None:
+        for wake in self._wakes.values():
+            wake.set()
+
+    async def _refresh_stats(self) -> None:
+        assert self.buffer is not None
+        last_prune: float | None = None  # the first round prunes at once
+        while True:
+            try:
+                self.buffer_stats = await self.buffer.stats()
+                if last_prune is None or time.monotonic() - last_prune > PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    await self._prune()
+                self.buffer_error = None
+            except Exception as exc:  # health shows it; the next round tries again
+                if self.buffer_error is None:
+                    log.error("buffer statistics failed error=%s", exc)
+                self.buffer_error = str(exc)
+            await asyncio.sleep(STATS_INTERVAL)
+
+    async def _prune(self) -> None:
+        """Retention of delivered events, then the max_age bound (logged by the buffer)."""
+        assert self.buffer is not None
+        pruned = await self.buffer.prune(time.time() - self.config.buffer.retention)
+        if pruned:
+            log.info("delivered events pruned count=%d", pruned)
+        if self.config.buffer.max_age is not None:
+            await self.buffer.expire(time.time() - self.config.buffer.max_age)
+
+    async def stop(self) -> None:
+        """Stop in data-flow order, committing everything that is in memory."""
+        self.running = False
+        await _cancel(list(self._driver_tasks.values()))
+        self._driver_tasks.clear()
+        await self._stop_engine()
+        await _cancel([*self._forwarder_tasks.values(), *self._background])
+        self._forwarder_tasks.clear()
+        self._background.clear()
+        if self.buffer is not None:
+            await self.buffer.close()
+        await self._stop_health()
+        log.info("agent stopped")
+
+    async def reload(self, new: FloorgateConfig, checksum: str) -> ReloadPlan:
+        """Apply a new config, restarting only the components it changes. Stopping the
+        engine commits what it holds and restarting it restores rule state, so counts
+        and open downtimes carry over. Raises ReloadRefused (nothing changed) when the
+        new config needs a restart."""
+        plan = plan_reload(self.config, new)
+        old = self.config
+        for name in plan.sources:
+            await self._stop_source(name)
+        if plan.engine:
+            await self._stop_engine()
+        for name in plan.destinations:
+            await self._stop_destination(name)
+        if plan.health:
+            await self._stop_health()
+        self.config = new
+        self.config_checksum = checksum
+        for destination in new.destinations:
+            if destination.name in plan.destinations:
+                self._start_destination(destination)
+        if plan.engine:
+            await self._start_engine()
+        for source in new.sources:
+            if source.name in plan.sources:
+                self._start_source(source)
+        if plan.health:
+            try:
+                await self._start_health()
+            except OSError as exc:  # e.g. the new port is taken: keep serving on the old one
+                log.error("health server cannot move; keeping the old address error=%s", exc)
+                self.config = self.config.model_copy(update={"health": old.health})
+                await self._start_health()
+        self._wake_forwarders()
+        return plan
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait, but never forever: a component that ignores its cancel is named
+    in the log and left behind so the agent still stops."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "component failed while stopping component=%s error=%s",
+                    task.get_name(),
+                    task.exception(),
+                )
+        for task in pending:
+            log.error(
+                "component did not stop within %gs; abandoning it component=%s",
+                STOP_GRACE,
+                task.get_name(),
+            )
+    tasks.clear()
