@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from agent.common.units import format_duration, format_size
 from agent.config.models import DestinationConfig, FloorgateConfig
-from agent.config.rules import CounterMode
 
 
 def _machine_lines(config: FloorgateConfig) -> list[str]:
@@ -13,36 +12,7 @@ def _machine_lines(config: FloorgateConfig) -> list[str]:
         lines.append(
             f"  {machine.name}  (/{config.agent.site}/{machine.area}/{machine.line}/{machine.name})"
         )
-        if machine.state:
-            reason = (
-                f", reason from {machine.state.reason_signal}"
-                if machine.state.reason_signal
-                else ""
-            )
-            lines.append(f"    state      <- {machine.state.signal}{reason}")
-        for counter in machine.counters:
-            how = "rising edges of" if counter.mode is CounterMode.EDGE else "counter"
-            lines.append(
-                f"    {counter.kind.value:<10} <- {how} {counter.signal}, reported every "
-                f"{format_duration(counter.report_every)}"
-            )
-        for alarm in machine.alarms:
-            limits = []
-            if alarm.high is not None:
-                limits.append(f"> {alarm.high}")
-            if alarm.low is not None:
-                limits.append(f"< {alarm.low}")
-            lines.append(
-                f"    alarm {alarm.name} <- {alarm.signal} {' or '.join(limits) or 'is true'}"
-                f" ({alarm.severity.value})"
-            )
-        for sample in machine.samples:
-            triggers = []
-            if sample.deadband is not None:
-                triggers.append(f"change > {sample.deadband}")
-            if sample.interval is not None:
-                triggers.append(f"every {format_duration(sample.interval)}")
-            lines.append(f"    sample     <- {sample.signal} on {' or '.join(triggers)}")
+        lines += [f"    {rule.describe()}" for _, rule in machine.rule_entries()]
     return lines
 
 

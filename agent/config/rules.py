@@ -1,14 +1,50 @@
-"""The YAML schema of a machine's rules: state, counters, alarms, samples."""
+"""The YAML schema of a machine's rules: state, counters, alarms, samples.
+
+Each rule's config describes itself: the event type it makes (``EVENT_TYPE``), the
+signals it reads and the data types it accepts (``signal_refs``, checked by
+agent.config.xref) and its line in `floorgate check-config` (``describe``). Nothing
+else switches on the kind of a rule."""
 
 from __future__ import annotations
 
 import enum
-from typing import Self
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
 from agent.common.model import StrictModel
-from agent.common.units import Duration
+from agent.common.units import Duration, format_duration
+from agent.config.common import EventType
+from drivers.codecs import INTEGER_TYPES, DataType
+
+
+@dataclass(frozen=True)
+class SignalRef:
+    """A signal a rule reads: the key naming it, and what the signal must be."""
+
+    key: str  # the rule's key holding the signal name ("signal", "reason_signal")
+    name: str
+    accepts: frozenset[DataType] | None = None  # None: any data type
+    needs: str = ""  # says what is expected, e.g. "a counter needs an integer signal"
+
+
+class RuleConfig(StrictModel):
+    """What every rule's config offers."""
+
+    EVENT_TYPE: ClassVar[EventType]
+
+    def signal_refs(self) -> Iterator[SignalRef]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for `floorgate check-config`: what is made from which signal."""
+        raise NotImplementedError
+
+
+INTEGER_SIGNAL = frozenset(INTEGER_TYPES)
+INTEGER = "must be an integer signal"
 
 
 class MachineStateValue(enum.StrEnum):
@@ -18,7 +54,7 @@ class MachineStateValue(enum.StrEnum):
     STOPPED = "stopped"
 
 
-class StateRuleConfig(StrictModel):
+class StateRuleConfig(RuleConfig):
     """Machine state from a state-code signal, with an optional reason code."""
 
     signal: str = Field(description="Signal holding the machine's state code.")
@@ -41,6 +77,24 @@ class StateRuleConfig(StrictModel):
         description="A new state must last this long before it counts (against flapping).",
     )
 
+    EVENT_TYPE: ClassVar[EventType] = EventType.MACHINE_STATE
+
+    def signal_refs(self) -> Iterator[SignalRef]:
+        yield SignalRef(
+            "signal", self.signal, INTEGER_SIGNAL, "a state code must be an integer signal"
+        )
+        if self.reason_signal:
+            yield SignalRef(
+                "reason_signal",
+                self.reason_signal,
+                INTEGER_SIGNAL,
+                "a reason code must be an integer signal",
+            )
+
+    def describe(self) -> str:
+        reason = f", reason from {self.reason_signal}" if self.reason_signal else ""
+        return f"state      <- {self.signal}{reason}"
+
 
 class CountKind(enum.StrEnum):
     GOOD = "good"
@@ -52,7 +106,7 @@ class CounterMode(enum.StrEnum):
     EDGE = "edge"  # a part-done bit: each rising edge is one part
 
 
-class CounterRuleConfig(StrictModel):
+class CounterRuleConfig(RuleConfig):
     """Good or scrap parts from a PLC counter or a part-done bit."""
 
     signal: str = Field(description="Counter register or part-done bit.")
@@ -77,6 +131,28 @@ class CounterRuleConfig(StrictModel):
         "as a counter reset instead. Default: half the rollover.",
     )
 
+    EVENT_TYPE: ClassVar[EventType] = EventType.PRODUCTION_COUNT
+
+    def signal_refs(self) -> Iterator[SignalRef]:
+        if self.mode is CounterMode.EDGE:
+            yield SignalRef(
+                "signal",
+                self.signal,
+                frozenset({DataType.BOOL}),
+                "mode edge counts rising edges of a bool signal",
+            )
+        else:
+            yield SignalRef(
+                "signal", self.signal, INTEGER_SIGNAL, "a counter needs an integer signal"
+            )
+
+    def describe(self) -> str:
+        how = "rising edges of" if self.mode is CounterMode.EDGE else "counter"
+        return (
+            f"{self.kind.value:<10} <- {how} {self.signal}, reported every "
+            f"{format_duration(self.report_every)}"
+        )
+
 
 class Severity(enum.StrEnum):
     INFO = "info"
@@ -84,7 +160,7 @@ class Severity(enum.StrEnum):
     CRITICAL = "critical"
 
 
-class AlarmRuleConfig(StrictModel):
+class AlarmRuleConfig(RuleConfig):
     """An alarm from a value crossing a limit (with hysteresis) or from an alarm bit."""
 
     name: str = Field(description="Alarm name, unique within the machine.")
@@ -96,12 +172,28 @@ class AlarmRuleConfig(StrictModel):
     )
     severity: Severity = Field(default=Severity.WARNING, description="info | warning | critical.")
 
+    EVENT_TYPE: ClassVar[EventType] = EventType.ALARM
+
     @property
     def is_bit(self) -> bool:
         return self.high is None and self.low is None
 
+    def signal_refs(self) -> Iterator[SignalRef]:
+        yield SignalRef("signal", self.signal)
 
-class SampleRuleConfig(StrictModel):
+    def describe(self) -> str:
+        limits = []
+        if self.high is not None:
+            limits.append(f"> {self.high}")
+        if self.low is not None:
+            limits.append(f"< {self.low}")
+        return (
+            f"alarm {self.name} <- {self.signal} {' or '.join(limits) or 'is true'}"
+            f" ({self.severity.value})"
+        )
+
+
+class SampleRuleConfig(RuleConfig):
     """A process value reported on change beyond a deadband and/or every interval."""
 
     signal: str = Field(description="Signal reported.")
@@ -112,6 +204,19 @@ class SampleRuleConfig(StrictModel):
         default=None, gt=0, description="Report at least this often, changed or not."
     )
     unit: str | None = Field(default=None, description="Unit; default: the signal's unit.")
+
+    EVENT_TYPE: ClassVar[EventType] = EventType.SAMPLE
+
+    def signal_refs(self) -> Iterator[SignalRef]:
+        yield SignalRef("signal", self.signal)
+
+    def describe(self) -> str:
+        triggers = []
+        if self.deadband is not None:
+            triggers.append(f"change > {self.deadband}")
+        if self.interval is not None:
+            triggers.append(f"every {format_duration(self.interval)}")
+        return f"sample     <- {self.signal} on {' or '.join(triggers)}"
 
     @model_validator(mode="after")
     def _needs_a_trigger(self) -> Self:

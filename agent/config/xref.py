@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from agent.config.common import SignalSpec
 from agent.config.models import FloorgateConfig, SourceConfig
-from drivers.codecs import INTEGER_TYPES, DataType
+from agent.config.rules import SignalRef
+from drivers.codecs import DataType
 
 Location = tuple[int | str, ...]
 
@@ -42,39 +43,18 @@ def _duplicates(names: list[str], where: str) -> Iterator[tuple[Location, str]]:
             seen[name] = index
 
 
-def _signal_refs(config: FloorgateConfig) -> Iterator[tuple[Location, str, str]]:
-    """(location of the reference, signal name, what reads it)."""
+def _signal_refs(config: FloorgateConfig) -> Iterator[tuple[Location, SignalRef]]:
+    """Every signal a rule reads, with the location of the key naming it."""
     for m, machine in enumerate(config.machines):
-        if machine.state:
-            yield ("machines", m, "state", "signal"), machine.state.signal, "state"
-            if machine.state.reason_signal:
-                yield (
-                    ("machines", m, "state", "reason_signal"),
-                    machine.state.reason_signal,
-                    "reason",
-                )
-        for c, counter in enumerate(machine.counters):
-            yield (
-                ("machines", m, "counters", c, "signal"),
-                counter.signal,
-                f"counter:{counter.mode.value}",
-            )
-        for a, alarm in enumerate(machine.alarms):
-            yield ("machines", m, "alarms", a, "signal"), alarm.signal, "alarm"
-        for s, sample in enumerate(machine.samples):
-            yield ("machines", m, "samples", s, "signal"), sample.signal, "sample"
+        for place, rule in machine.rule_entries():
+            for ref in rule.signal_refs():
+                yield ("machines", m, *place, ref.key), ref
 
 
-def _check_signal_fits(kind: str, info: SignalInfo) -> str | None:
-    if info.data_type is None:
-        return None
-    if kind == "counter:counter" and info.data_type not in INTEGER_TYPES:
-        return f"a counter needs an integer signal, but it is {info.data_type.value}"
-    if kind == "counter:edge" and info.data_type is not DataType.BOOL:
-        return f"mode edge counts rising edges of a bool signal, but it is {info.data_type.value}"
-    if kind in ("state", "reason") and info.data_type not in INTEGER_TYPES:
-        return f"a {kind} code must be an integer signal, but it is {info.data_type.value}"
-    return None
+def _check_signal_fits(ref: SignalRef, info: SignalInfo) -> str | None:
+    if info.data_type is None or ref.accepts is None or info.data_type in ref.accepts:
+        return None  # None: the source knows the type only at run time (OPC UA)
+    return f"{ref.needs}, but it is {info.data_type.value}"
 
 
 def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
@@ -95,13 +75,14 @@ def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
                 )
             seen_signals.setdefault(signal.name, source.name)
     catalog = signal_catalog(config)
-    for location, name, kind in _signal_refs(config):
+    for location, ref in _signal_refs(config):
+        name = ref.name
         if name not in catalog:
             known = ", ".join(sorted(catalog)[:8]) + (", ..." if len(catalog) > 8 else "")
             problems.append(
                 (location, f"unknown signal {name!r}; signals defined in sources: {known}")
             )
-        elif (why := _check_signal_fits(kind, catalog[name])) is not None:
+        elif (why := _check_signal_fits(ref, catalog[name])) is not None:
             problems.append((location, why))
     for m, machine in enumerate(config.machines):
         problems += _duplicates([a.name for a in machine.alarms], f"machines[{m}].alarms")

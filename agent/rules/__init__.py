@@ -1,8 +1,8 @@
 """Rules: a machine's readings in, production event drafts out (pure and synchronous).
 
-Each rule type is one module and one line in ``RULE_TYPES``, which maps the section of
-a machine's configuration (``MachineConfig.state``, ``.counters``, ...) to the class
-built for each entry. ``build_rules`` turns one machine's configuration into its rules.
+Each rule type is one module and one line in ``RULE_TYPES``, which maps a rule's config
+class (agent.config.rules) to the class built for each entry. ``build_rules`` turns one
+machine's configuration into its rules.
 
 Public API: ``build_rules``, ``RULE_TYPES``, ``Rule``, ``Draft``, and the rule classes.
 """
@@ -13,6 +13,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agent.config.models import MachineConfig
+from agent.config.rules import (
+    AlarmRuleConfig,
+    CounterRuleConfig,
+    RuleConfig,
+    SampleRuleConfig,
+    StateRuleConfig,
+)
 from agent.rules.alarm import AlarmRule
 from agent.rules.base import Draft, Rule
 from agent.rules.counter import ROLLOVER_FOR_TYPE, CounterRule
@@ -46,13 +53,13 @@ class RuleFactory(Protocol):
     ) -> Rule: ...
 
 
-RULE_TYPES: dict[str, RuleFactory] = {
-    "state": StateRule,
-    "counters": CounterRule,
-    "alarms": AlarmRule,
-    "samples": SampleRule,
+RULE_TYPES: dict[type[RuleConfig], RuleFactory] = {
+    StateRuleConfig: StateRule,
+    CounterRuleConfig: CounterRule,
+    AlarmRuleConfig: AlarmRule,
+    SampleRuleConfig: SampleRule,
 }
-"""MachineConfig section -> rule class. A section holds one entry, a list, or None."""
+"""Rule config class -> rule class."""
 
 
 def build_rules(
@@ -60,7 +67,7 @@ def build_rules(
     signal_types: Mapping[str, DataType | None],
     signal_units: Mapping[str, str | None],
 ) -> list[Rule]:
-    """The rules of one machine, in registry order then config order.
+    """The rules of one machine, in section order then config order.
 
     ``signal_types`` gives the counters their default rollover (unsigned types) and
     ``signal_units`` the samples their default unit. Raises ValueError when two rules
@@ -68,16 +75,12 @@ def build_rules(
     """
     rules: list[Rule] = []
     keys: set[str] = set()
-    for section, factory in RULE_TYPES.items():
-        entries = getattr(machine, section)
-        if entries is None:
-            continue
-        for config in entries if isinstance(entries, list) else [entries]:
-            rule = factory.from_config(machine, config, signal_types, signal_units)
-            if rule.key in keys:
-                raise ValueError(
-                    f"machine {machine.name}: two {section} rules share the key {rule.key!r}"
-                )
-            keys.add(rule.key)
-            rules.append(rule)
+    for place, config in machine.rule_entries():
+        rule = RULE_TYPES[type(config)].from_config(machine, config, signal_types, signal_units)
+        if rule.key in keys:
+            raise ValueError(
+                f"machine {machine.name}: two {place[0]} rules share the key {rule.key!r}"
+            )
+        keys.add(rule.key)
+        rules.append(rule)
     return rules

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import typing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from agent.config.rules import (
     AlarmRuleConfig,
     CounterMode,
     CounterRuleConfig,
+    RuleConfig,
     SampleRuleConfig,
     StateRuleConfig,
 )
@@ -251,9 +253,58 @@ def machine(**sections: Any) -> MachineConfig:
     return MachineConfig.model_validate({"name": "press1", **sections})
 
 
+def _rule_configs_in(annotation: Any) -> set[type]:
+    found = {annotation} if isinstance(annotation, type) else set()
+    for arg in typing.get_args(annotation):
+        found |= _rule_configs_in(arg)
+    return {cls for cls in found if issubclass(cls, RuleConfig)}
+
+
 def test_registry_covers_every_rule_section_of_a_machine() -> None:
     sections = set(MachineConfig.model_fields) - {"name", "area", "line"}
-    assert set(RULE_TYPES) == sections
+    configs = {
+        cls
+        for section in sections
+        for cls in _rule_configs_in(MachineConfig.model_fields[section].annotation)
+    }
+    assert len(configs) == len(sections)  # every other section holds one kind of rule
+    assert set(RULE_TYPES) == configs
+
+
+def test_every_rule_describes_itself_and_the_signals_it_reads() -> None:
+    config = machine(
+        state={"signal": "state_code", "map": {1: "running"}, "reason_signal": "reason"},
+        counters=[{"signal": "part_done", "mode": "edge"}],
+        alarms=[{"name": "hot", "signal": "temp", "high": 80}],
+        samples=[{"signal": "temp", "interval": "5s"}],
+    )
+    entries = list(config.rule_entries())
+    assert [place for place, _ in entries] == [
+        ("state",),
+        ("counters", 0),
+        ("alarms", 0),
+        ("samples", 0),
+    ]
+    refs = {(place, ref.key, ref.name) for place, rule in entries for ref in rule.signal_refs()}
+    assert refs == {
+        (("state",), "signal", "state_code"),
+        (("state",), "reason_signal", "reason"),
+        (("counters", 0), "signal", "part_done"),
+        (("alarms", 0), "signal", "temp"),
+        (("samples", 0), "signal", "temp"),
+    }
+    assert [rule.describe() for _, rule in entries] == [
+        "state      <- state_code, reason from reason",
+        "good       <- rising edges of part_done, reported every 10s",
+        "alarm hot <- temp > 80.0 (warning)",
+        "sample     <- temp on every 5s",
+    ]
+    assert {type(rule).EVENT_TYPE.value for _, rule in entries} == {
+        "machine.state",
+        "production.count",
+        "alarm",
+        "sample",
+    }
 
 
 def test_build_rules_makes_one_rule_per_entry_with_stable_keys() -> None:

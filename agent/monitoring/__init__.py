@@ -1,0 +1,1 @@
+"""What central monitoring sees: the health report, /healthz, /readyz, /metrics, status."""

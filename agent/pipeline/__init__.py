@@ -1,0 +1,1 @@
+"""Samples to events: the rule engine, the event model, routing to destinations."""

@@ -1,0 +1,1 @@
+"""The agent as a long-running service: wiring, supervision, signals, systemd, logging."""
