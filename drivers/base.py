@@ -94,22 +94,6 @@ class SourceHealth:
         return True
 
 
-@dataclass
-class Backoff:
-    """Waits for reconnects and silent devices: ``first``, doubling, up to ``cap``."""
-
-    first: float
-    cap: float
-    delay: float = 0.0
-
-    def next(self) -> float:
-        self.delay = min(self.cap, self.delay * 2 if self.delay else self.first)
-        return self.delay
-
-    def reset(self) -> None:
-        self.delay = 0.0
-
-
 class Driver(Protocol):
     """One connection's reader. ``run`` loops until cancelled, reconnecting itself."""
 

@@ -7,6 +7,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from agent.common.backoff import Backoff
+
 log = logging.getLogger("floorgate.runtime")
 
 
@@ -18,16 +20,17 @@ async def supervise(
 ) -> None:
     """``finished`` tells a requested return (the component was asked to stop) from one
     that is a bug."""
-    pause = 1.0
+    pause = Backoff(1.0, max_pause)
     while True:
         try:
             await run()
             if finished():
                 return
             log.warning("component returned; restarting component=%s", name)
+            wait = pause.next()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("component crashed; restarting component=%s in=%.0fs", name, pause)
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, max_pause)
+            wait = pause.next()
+            log.exception("component crashed; restarting component=%s in=%.0fs", name, wait)
+        await asyncio.sleep(wait)

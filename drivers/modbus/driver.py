@@ -45,8 +45,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
+from agent.common.backoff import Backoff
 from drivers.base import (
-    Backoff,
     ConnectionState,
     DriverError,
     NotConnected,

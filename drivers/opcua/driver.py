@@ -36,9 +36,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.common.backoff import Backoff
 from agent.common.paths import default_state_dir
 from drivers.base import (
-    Backoff,
     ConnectionState,
     DriverError,
     Quality,

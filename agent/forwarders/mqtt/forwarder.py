@@ -64,6 +64,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.common.backoff import Backoff
 from agent.common.secrets import SecretError, read_secret
 from agent.config.models import AgentSection
 from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult
@@ -328,11 +329,10 @@ class _Link:
     async def _reconnect(self) -> None:
         """A connection that dropped while open: connect again with backoff (as paho's
         own network thread would), until it is back or the link is closed."""
-        delay: float = RECONNECT_DELAY[0]
+        backoff = Backoff(*RECONNECT_DELAY)
         try:
             while not self._closing and not self.connected:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_DELAY[1])
+                await asyncio.sleep(backoff.next())
                 self._answered.clear()
                 if self.client.socket() is not None:  # close the last try's socket here,
                     self._discard_sockets()  # not in the thread while the loop watches it
