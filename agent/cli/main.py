@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from agent import __version__
 from agent.cli import status as status_cli
@@ -57,7 +58,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_KIT_MISSING = (
+    "floorgate {command} needs the demo kit, which the agent's package does not carry.\n"
+    "Install it next to floorgate: pip install floorgate-demo (from a source tree: "
+    "pip install ./demo, or run make demo)."
+)
+
+
+def demo_kit(command: str) -> ModuleType:
+    """The demo kit (simulated line, receiver): installed apart from the agent."""
+    try:
+        return importlib.import_module("floorgate_demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "floorgate_demo":
+            raise
+        raise SystemExit(DEMO_KIT_MISSING.format(command=command)) from None
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    demo_kit("simulate")
     from floorgate_demo.simulator import SimulatedLine, serve_modbus_tcp
 
     setup_logging("info")
@@ -71,6 +90,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    demo_kit("demo")
     from floorgate_demo.demo import run_demo
 
     config_path = args.config or _example_config()

@@ -93,6 +93,8 @@ def test_system_files_are_in_place(data: tarfile.TarFile) -> None:
     assert read(data, f"{PREFIX}/bin/floorgate").startswith(b"#!/opt/floorgate/bin/python\n")
     # `floorgate demo` looks for the example under sys.prefix/share/floorgate.
     assert f"{PREFIX}/share/floorgate/config.example.yaml" in members
+    # The runtime only: no demo kit, no second HTTP server stack.
+    assert [name for name in members if "floorgate_demo" in name or "aiohttp" in name] == []
     for doc in ("copyright", "changelog.gz", "python-packages.txt"):
         assert f"usr/share/doc/floorgate/{doc}" in members
     assert "usr/share/lintian/overrides/floorgate" in members

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +90,10 @@ def test_running_writes_nothing_into_opt(root: DebRoot) -> None:
     """Shipped bytecode is valid: running as root adds no __pycache__ files to /opt."""
     root.run("floorgate", "check-config", CONFIG)
     root.run("floorgate", "--help")
+    for command in ("demo", "simulate"):  # the demo kit is not in the package: say so
+        refused = root.run("floorgate", command, check=False)
+        assert refused.returncode == 1
+        assert "needs the demo kit" in refused.stderr and "Traceback" not in refused.stderr
     packaged = set(root.run("dpkg", "-L", "floorgate").stdout.splitlines())
     present = set(root.run("find", "/opt/floorgate").stdout.splitlines())
     assert present - packaged == set()
@@ -96,8 +101,9 @@ def test_running_writes_nothing_into_opt(root: DebRoot) -> None:
 
 async def test_packaged_agent_delivers_as_the_service_user(root: DebRoot, tmp_path: Path) -> None:
     """The installed agent, run as `floorgate` with the state in /var/lib/floorgate, reads
-    the packaged simulator over Modbus TCP and delivers to a real HTTP receiver on the
-    host's loopback (a chroot shares the host's network)."""
+    the simulated line over Modbus TCP and delivers to a real HTTP receiver on the host's
+    loopback (a chroot shares the host's network). The simulator is the demo kit's, run
+    from the test environment: the package carries no demo code."""
     modbus_port, health_port = free_port(), free_port()
     config = "/etc/floorgate/line-test.yaml"
     processes: list[asyncio.subprocess.Process] = []
@@ -105,14 +111,19 @@ async def test_packaged_agent_delivers_as_the_service_user(root: DebRoot, tmp_pa
         line = line_config(Path("/var/lib/floorgate"), modbus_port, receiver.url, health_port)
         write_config(root.file(config), line)
         try:
-            for name, cmd, user in (
-                ("simulator", ["floorgate", "simulate", "--port", str(modbus_port)], None),
-                ("agent", ["floorgate", "run", "--config", config], "floorgate"),
-            ):
+            simulator = [
+                sys.executable,
+                "-m",
+                "floorgate_demo.simulator",
+                "--port",
+                str(modbus_port),
+            ]
+            agent = root.command(["floorgate", "run", "--config", config], "floorgate")
+            for name, cmd in (("simulator", simulator), ("agent", agent)):
                 with (tmp_path / f"{name}.log").open("wb") as log:
                     processes.append(
                         await asyncio.create_subprocess_exec(
-                            *root.command(cmd, user), stdout=log, stderr=asyncio.subprocess.STDOUT
+                            *cmd, stdout=log, stderr=asyncio.subprocess.STDOUT
                         )
                     )
             async with asyncio.timeout(90):
