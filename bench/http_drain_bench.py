@@ -9,8 +9,8 @@ own process, so the receiver's CPU is not taken from the agent. Two receivers:
 
 - ``floorgate``: floorgate_demo.receiver.EventReceiver, the demo/test receiver that
   parses every event and keeps it by id;
-- ``lean``: an aiohttp handler that reads the body and answers 200 (what a middleware
-  that queues the raw batch does).
+- ``lean``: a raw ASGI app on uvicorn (h11), the same server stack as the floorgate one,
+  that reads the body and answers 200 (what a middleware that queues the raw batch does).
 
 The ceiling, per receiver, is a bare httpx client POSTing the same pre-serialised
 500-event bodies one after another to a fresh receiver of the same kind: no buffer, no
@@ -24,17 +24,19 @@ import argparse
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from aiohttp import web
+import uvicorn
 from floorgate_demo.receiver import EventReceiver
 
 from agent.config.common import RetryConfig
@@ -52,9 +54,33 @@ DESTINATION = "middleware"
 BATCH = 500
 TARGET_RATE = 50_000
 RECEIVERS = ("floorgate", "lean")
+LEAN_REPLY = b'{"accepted":true}'
+
+Message = MutableMapping[str, Any]
 
 
 # -- the receiver process ----------------------------------------------------------
+
+
+async def lean_app(
+    scope: Message,
+    receive: Callable[[], Awaitable[Message]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    """Read the whole body, answer 200."""
+    if scope["type"] != "http":
+        return
+    more_body = True
+    while more_body:  # http.request messages; an http.disconnect has no more_body
+        more_body = (await receive()).get("more_body", False)
+    found = scope["method"] == "POST" and scope["path"] == "/events"
+    status, body = (200, LEAN_REPLY) if found else (404, b"")
+    headers = [
+        (b"content-type", b"application/json; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def serve(kind: str) -> None:
@@ -64,19 +90,33 @@ async def serve(kind: str) -> None:
         port = await receiver.start()
         stop = receiver.stop
     else:
+        # IPPROTO_TCP, not 0: only then does asyncio set TCP_NODELAY on accepted
+        # connections (uvicorn writes a response's head and body separately). Listening
+        # now: connections wait in the backlog until uvicorn serves.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        config = uvicorn.Config(
+            lean_app,
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            ws="none",
+            server_header=False,
+            date_header=False,
+            proxy_headers=False,
+            timeout_keep_alive=75,
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        port = int(sock.getsockname()[1])
 
-        async def accept(request: web.Request) -> web.Response:
-            await request.read()
-            return web.Response(text='{"accepted":true}', content_type="application/json")
+        async def stop() -> None:
+            server.should_exit = True
+            await task
 
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/events", accept)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = int(runner.addresses[0][1])
-        stop = runner.cleanup
     print(port, flush=True)
     await asyncio.to_thread(sys.stdin.read)  # the benchmark closes our stdin to stop us
     await stop()

@@ -45,5 +45,5 @@ def setup_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries log every retry at INFO/WARNING; the agent reports state changes itself.
-    for noisy in ("pymodbus", "asyncua", "httpx", "httpcore", "aiohttp.access"):
+    for noisy in ("pymodbus", "asyncua", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -14,28 +14,49 @@ returns the summary as JSON.
 Test hooks: ``fail_next(status, times, retry_after)`` answers the next requests with an
 error; ``reject_ids(ids, status)`` refuses any batch holding one of those ids; every
 request is kept in ``requests`` (headers and raw body).
+
+Bodies over 64 MiB get 413; other paths 404 and other methods 405. It is a raw ASGI app
+served by uvicorn (h11), like the agent's health server (agent/monitoring/health.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import json
+import logging
+import socket
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 import orjson
-from aiohttp import web
+import uvicorn
 
 BATCH_TYPE = "application/cloudevents-batch+json"
 SINGLE_TYPE = "application/cloudevents+json"
 REQUIRED_ATTRIBUTES = ("specversion", "id", "type", "source")
 MAX_BODY = 64 * 1024 * 1024
 MAX_CLOCK_SKEW = 300.0
+# Seconds an idle connection stays open: past httpx's 5 s keep-alive expiry, so it is the
+# client that ends an idle connection and a POST never races the server closing it.
+KEEP_ALIVE = 75
+SHUTDOWN_TIMEOUT = 1  # seconds stop() lets requests in flight finish
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json; charset=utf-8"
+# uvicorn's start and stop lines would only repeat "middleware receiver at ...".
+logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 class BadRequest(Exception):
@@ -47,6 +68,98 @@ class ReceivedRequest:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     status: int  # what the receiver answered
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str = TEXT
+    headers: Headers = field(default_factory=list)
+
+
+def _text(status: int, text: str, headers: Headers | None = None) -> _Reply:
+    return _Reply(status, text.encode(), TEXT, headers or [])
+
+
+def _json(body: bytes) -> _Reply:
+    return _Reply(200, body, JSON)
+
+
+class _Server(uvicorn.Server):
+    """As agent.monitoring.health._Server: leaves SIGINT/SIGTERM to whoever runs the loop
+    (``floorgate demo``, pytest, the benchmarks) and says when startup is over."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_done = asyncio.Event()  # listening, or failed (should_exit)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.startup_done.set()
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for every address of host (as loop.create_server does); with port 0
+    they share the port the first one got. OSError when one cannot be bound.
+
+    The protocol number matters: asyncio sets TCP_NODELAY only on connections accepted
+    from a socket whose proto is IPPROTO_TCP, and uvicorn writes a response's head and
+    body separately, so with Nagle on every answer would wait ~40 ms for a delayed ACK."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _content_type(raw: str | None) -> str:
+    """The media type of a Content-Type value, lower-cased, by email.message's rules:
+    application/octet-stream when absent, text/plain when malformed."""
+    if raw is None:
+        return "application/octet-stream"
+    media_type = raw.partition(";")[0].strip().lower()
+    return media_type if media_type.count("/") == 1 else "text/plain"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None when the client went away first. Raises _TooLarge
+    past MAX_BODY."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -87,12 +200,14 @@ def _machine(event: dict[str, Any]) -> str:
 
 
 class EventReceiver:
-    """An aiohttp server storing the CloudEvents it receives, deduplicated by id."""
+    """A uvicorn server storing the CloudEvents it receives, deduplicated by id."""
 
     def __init__(self, *, token: str | None = None, hmac_key: str | None = None) -> None:
         self._token = token
         self._hmac_key = hmac_key
-        self._runner: web.AppRunner | None = None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sockets: list[socket.socket] = []
         self._host = "127.0.0.1"
         self._port = 0
         self._plan: deque[_PlannedFailure] = deque()
@@ -104,29 +219,49 @@ class EventReceiver:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on host:port (0: any free port) and return the bound port."""
-        if self._runner is not None:
+        """Listen on host:port (0: any free port) and return the bound port. OSError when
+        the address cannot be bound."""
+        if self._server is not None:
             raise RuntimeError("receiver already started")
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post("/events", self._handle_post)
-        app.router.add_get("/events", self._handle_summary)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        sockets = _bind(host, port)
+        config = uvicorn.Config(
+            self._app,
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            ws="none",
+            server_header=False,
+            date_header=False,
+            proxy_headers=False,
+            timeout_keep_alive=KEEP_ALIVE,
+            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=sockets), name="event-receiver")
+        started = asyncio.ensure_future(server.startup_done.wait())
+        await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if not server.started:  # uvicorn logged why; say it as an OSError like a bind
+            for sock in sockets:
+                sock.close()
+            with contextlib.suppress(BaseException):
+                await task
+            raise OSError(f"the receiver could not start on {host}:{port}")
+        self._server, self._task, self._sockets = server, task, sockets
         self._host = host
-        self._port = int(runner.addresses[0][1])
+        self._port = int(sockets[0].getsockname()[1])
         return self._port
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, task, sockets = self._server, self._task, self._sockets
+        self._server, self._task, self._sockets = None, None, []
+        if server is not None and task is not None:
+            server.should_exit = True
+            await task
+        for sock in sockets:
+            sock.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -146,7 +281,7 @@ class EventReceiver:
 
     @property
     def url(self) -> str:
-        if self._runner is None:
+        if self._server is None:
             raise RuntimeError("receiver not started")
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self._port}/events"
@@ -233,44 +368,82 @@ class EventReceiver:
 
     # -- handlers ----------------------------------------------------------------
 
-    async def _handle_summary(self, request: web.Request) -> web.Response:
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        reply: _Reply | None
+        if scope["path"] != "/events":
+            reply = _text(404, "404: Not Found")
+        elif method == "POST":
+            reply = await self._handle_post(scope, receive)
+        elif method in ("GET", "HEAD"):
+            reply = self._handle_summary()
+        else:
+            reply = _text(405, "405: Method Not Allowed", [(b"allow", b"GET,HEAD,POST")])
+        if reply is None:
+            return  # the client went away before its body was in
+        headers = [
+            (b"content-type", reply.content_type.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
+            *reply.headers,
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else reply.body})
+
+    def _handle_summary(self) -> _Reply:
         summary = {
             "events": len(self._events),
             "duplicates": self._duplicates,
             "conflicts": self.conflicts,
             "by_type": self.count_by_type(),
         }
-        return web.json_response(summary, dumps=lambda obj: orjson.dumps(obj).decode())
+        return _json(orjson.dumps(summary))
 
-    async def _handle_post(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        response = self._answer(request, body)
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(ReceivedRequest(headers, body, response.status))
+    async def _handle_post(self, scope: Scope, receive: Receive) -> _Reply | None:
+        try:
+            body = await _read_body(receive)
+        except _TooLarge:  # answered unread, so the connection cannot be reused
+            message = f"Maximum request body size {MAX_BODY} exceeded."
+            return _text(413, message, [(b"connection", b"close")])
+        if body is None:
+            return None
+        # Names come lower-cased; values as UTF-8, undecodable bytes kept as surrogates. A
+        # repeated header keeps its last value.
+        headers = {
+            name.decode("latin-1"): value.decode("utf-8", "surrogateescape")
+            for name, value in scope["headers"]
+        }
+        reply = self._answer(scope, headers, body)
+        self.requests.append(ReceivedRequest(headers, body, reply.status))
         async with self._changed:
             self._changed.notify_all()
-        return response
+        return reply
 
-    def _answer(self, request: web.Request, body: bytes) -> web.Response:
+    def _answer(self, scope: Scope, headers: dict[str, str], body: bytes) -> _Reply:
         planned = self._take_planned()
         if planned is not None:
-            headers = {} if planned.retry_after is None else {"Retry-After": planned.retry_after}
-            return web.Response(status=planned.status, text=planned.text, headers=headers)
-        if not self._authorised(request, body):
-            return web.Response(status=401, text="missing or wrong credentials")
-        content_type = request.content_type
+            extra = (
+                []
+                if planned.retry_after is None
+                else [(b"retry-after", planned.retry_after.encode())]
+            )
+            return _text(planned.status, planned.text, extra)
+        if not self._authorised(scope, body):
+            return _text(401, "missing or wrong credentials")
+        content_type = _content_type(headers.get("content-type"))
         if content_type not in (BATCH_TYPE, SINGLE_TYPE, "application/json"):
-            return web.Response(status=415, text=f"unsupported content type {content_type}")
+            return _text(415, f"unsupported content type {content_type}")
         try:
             events = parse_events(content_type, body)
         except BadRequest as exc:
-            return web.Response(status=400, text=str(exc))
+            return _text(400, str(exc))
         for event in events:
             status = self._rejected_ids.get(event["id"])
             if status is not None:
-                return web.Response(status=status, text=f"event {event['id']} refused")
+                return _text(status, f"event {event['id']} refused")
         accepted, repeated = self._store(events)
-        return web.json_response({"accepted": accepted, "duplicates": repeated})
+        return _json(json.dumps({"accepted": accepted, "duplicates": repeated}).encode())
 
     def _take_planned(self) -> _PlannedFailure | None:
         if not self._plan:
@@ -281,17 +454,17 @@ class EventReceiver:
             self._plan.popleft()
         return planned
 
-    def _authorised(self, request: web.Request, body: bytes) -> bool:
+    def _authorised(self, scope: Scope, body: bytes) -> bool:
         if self._token is not None:
-            given = request.headers.get("Authorization", "")
+            given = _header(scope, b"authorization")
             if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
                 return False
         if self._hmac_key is not None:
             return verify_signature(
                 self._hmac_key,
-                request.headers.get("X-Floorgate-Timestamp", ""),
+                _header(scope, b"x-floorgate-timestamp"),
                 body,
-                request.headers.get("X-Floorgate-Signature", ""),
+                _header(scope, b"x-floorgate-signature"),
             )
         return True
 
@@ -310,6 +483,13 @@ class EventReceiver:
             if first != event:
                 self._conflict_ids.append(event_id)
         return accepted, repeated
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """The first value of a request header, "" when absent; bytes that are not UTF-8
+    become U+FFFD and so just fail the credential comparisons."""
+    value = next((v for k, v in scope["headers"] if k == name), b"")
+    return str(value.decode("utf-8", "replace"))
 
 
 def verify_signature(

@@ -6,10 +6,10 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
+import httpx
 import orjson
 import pytest
 from floorgate_demo.receiver import BATCH_TYPE, SINGLE_TYPE, EventReceiver, verify_signature
@@ -38,22 +38,22 @@ async def receiver() -> AsyncIterator[EventReceiver]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
         yield client
 
 
 async def post(
-    session: aiohttp.ClientSession,
+    session: httpx.AsyncClient,
     url: str,
     body: Any,
     content_type: str = BATCH_TYPE,
     headers: dict[str, str] | None = None,
-) -> tuple[int, str, dict[str, str]]:
+) -> tuple[int, str, Mapping[str, str]]:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     all_headers = {"Content-Type": content_type, **(headers or {})}
-    async with session.post(url, data=data, headers=all_headers) as response:
-        return response.status, await response.text(), dict(response.headers)
+    response = await session.post(url, content=data, headers=all_headers)
+    return response.status_code, response.text, response.headers  # names case-insensitive
 
 
 async def test_start_binds_a_free_port_and_stop_releases_it() -> None:
@@ -68,7 +68,7 @@ async def test_start_binds_a_free_port_and_stop_releases_it() -> None:
 
 
 async def test_batch_is_stored_in_order_of_arrival(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     status, text, _ = await post(session, receiver.url, [event("a"), event("b")])
 
@@ -78,7 +78,7 @@ async def test_batch_is_stored_in_order_of_arrival(
 
 
 async def test_single_structured_event_is_accepted(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     status, _, _ = await post(session, receiver.url, event("one"), content_type=SINGLE_TYPE)
 
@@ -87,7 +87,7 @@ async def test_single_structured_event_is_accepted(
 
 
 async def test_repeats_are_deduplicated_keeping_the_first_content(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     await post(session, receiver.url, [event("a", quantity=1), event("b", quantity=2)])
     status, text, _ = await post(
@@ -104,7 +104,7 @@ async def test_repeats_are_deduplicated_keeping_the_first_content(
 
 
 async def test_order_is_kept_per_machine(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     await post(session, receiver.url, [event("a1", "A"), event("b1", "B"), event("a2", "A")])
     await post(session, receiver.url, [event("b2", "B"), event("a1", "A")])
@@ -113,7 +113,7 @@ async def test_order_is_kept_per_machine(
 
 
 async def test_summaries_count_types_and_sum_quantities_by_kind(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     batch = [
         event("1", kind="good", quantity=10),
@@ -128,8 +128,7 @@ async def test_summaries_count_types_and_sum_quantities_by_kind(
     assert receiver.sum_quantity("good") == 15
     assert receiver.sum_quantity("scrap") == 2
     assert receiver.count_by_type() == {"production.count": 3, "machine.state": 1, "sample": 1}
-    async with session.get(receiver.url) as response:
-        summary = await response.json()
+    summary = (await session.get(receiver.url)).json()
     assert summary["events"] == 5 and summary["duplicates"] == 1
 
 
@@ -150,7 +149,7 @@ async def test_bodies_that_are_not_cloudevents_get_400(
     content_type: str,
     message: str,
     receiver: EventReceiver,
-    session: aiohttp.ClientSession,
+    session: httpx.AsyncClient,
 ) -> None:
     status, text, _ = await post(session, receiver.url, body, content_type=content_type)
 
@@ -160,7 +159,7 @@ async def test_bodies_that_are_not_cloudevents_get_400(
 
 
 async def test_other_content_types_get_415(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     status, _, _ = await post(session, receiver.url, [event("a")], content_type="text/plain")
 
@@ -168,7 +167,7 @@ async def test_other_content_types_get_415(
 
 
 async def test_bearer_token_is_checked() -> None:
-    async with EventReceiver(token="tok") as receiver, aiohttp.ClientSession() as session:
+    async with EventReceiver(token="tok") as receiver, httpx.AsyncClient() as session:
         missing, _, _ = await post(session, receiver.url, [event("a")])
         wrong, _, _ = await post(
             session, receiver.url, [event("a")], headers={"Authorization": "Bearer nope"}
@@ -196,7 +195,7 @@ def test_signature_check_refuses_tampering_and_stale_timestamps() -> None:
 
 
 async def test_fail_next_answers_the_planned_status_then_recovers(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     receiver.fail_next(503, times=2, retry_after=7)
 
@@ -211,7 +210,7 @@ async def test_fail_next_answers_the_planned_status_then_recovers(
 
 
 async def test_reject_ids_refuses_whole_batches_holding_them(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     receiver.reject_ids({"poison"}, status=422)
 
@@ -224,7 +223,7 @@ async def test_reject_ids_refuses_whole_batches_holding_them(
 
 
 async def test_wait_for_returns_once_enough_events_arrived(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     waiter = asyncio.create_task(receiver.wait_for(2))
     await post(session, receiver.url, [event("a")])
@@ -238,7 +237,7 @@ async def test_wait_for_returns_once_enough_events_arrived(
 
 
 async def test_clear_forgets_everything(
-    receiver: EventReceiver, session: aiohttp.ClientSession
+    receiver: EventReceiver, session: httpx.AsyncClient
 ) -> None:
     await post(session, receiver.url, [event("a"), event("a")])
     receiver.fail_next(500)
