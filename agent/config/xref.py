@@ -34,11 +34,16 @@ def signal_catalog(config: FloorgateConfig) -> dict[str, SignalInfo]:
     return catalog
 
 
-def _duplicates(names: list[str], where: str) -> Iterator[tuple[Location, str]]:
+def _duplicates(names: list[str], where: Location) -> Iterator[tuple[Location, str]]:
+    """Names used twice in the list at ``where`` (a location, so the line is found)."""
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         if name in seen:
-            yield (where, index, "name"), f"{name!r} is already used by {where}[{seen[name]}]"
+            first = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where)
+            yield (
+                (*where, index, "name"),
+                f"{name!r} is already used by {first.lstrip('.')}[{seen[name]}]",
+            )
         else:
             seen[name] = index
 
@@ -59,9 +64,9 @@ def _check_signal_fits(ref: SignalRef, info: SignalInfo) -> str | None:
 
 def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
     problems: list[tuple[Location, str]] = []
-    problems += _duplicates([s.name for s in config.sources], "sources")
-    problems += _duplicates([m.name for m in config.machines], "machines")
-    problems += _duplicates([d.name for d in config.destinations], "destinations")
+    problems += _duplicates([s.name for s in config.sources], ("sources",))
+    problems += _duplicates([m.name for m in config.machines], ("machines",))
+    problems += _duplicates([d.name for d in config.destinations], ("destinations",))
     seen_signals: dict[str, str] = {}
     for i, source in enumerate(config.sources):
         for j, signal in enumerate(signals_of(source)):
@@ -85,7 +90,7 @@ def cross_check(config: FloorgateConfig) -> list[tuple[Location, str]]:
         elif (why := _check_signal_fits(ref, catalog[name])) is not None:
             problems.append((location, why))
     for m, machine in enumerate(config.machines):
-        problems += _duplicates([a.name for a in machine.alarms], f"machines[{m}].alarms")
+        problems += _duplicates([a.name for a in machine.alarms], ("machines", m, "alarms"))
     machine_names = {m.name for m in config.machines}
     for d, destination in enumerate(config.destinations):
         for k, name in enumerate(destination.machines or []):

@@ -26,6 +26,8 @@ class InputType(enum.StrEnum):
 
 DEVICE_ADDRESS_ALIASES = AliasChoices("device_address", "slave", "unit")
 
+LAST_ADDRESS = 65535  # addresses are 16 bits: a value's registers (or bit) must all fit
+
 
 class ModbusSignalConfig(StrictModel):
     """One value read from a device."""
@@ -34,7 +36,7 @@ class ModbusSignalConfig(StrictModel):
         description="Unique name of the signal across all sources; rules refer to it.",
         pattern=r"^[A-Za-z0-9_.\-]+$",
     )
-    address: int = Field(ge=0, le=65535, description="0-based register or bit address.")
+    address: int = Field(ge=0, le=LAST_ADDRESS, description="0-based register or bit address.")
     input_type: InputType = Field(
         default=InputType.HOLDING,
         description="holding | input (registers), coil | discrete_input (bits).",
@@ -70,6 +72,18 @@ class ModbusSignalConfig(StrictModel):
             raise ValueError("data_type string needs length (number of registers)")
         if self.bit is not None and (self.data_type is not DataType.BOOL or self.input_type.is_bit):
             raise ValueError("bit is only for data_type bool on a holding or input register")
+        last = self.address + self.register_count - 1
+        if last > LAST_ADDRESS:
+            what = (
+                f"string of length {self.length}"
+                if self.data_type is DataType.STRING
+                else self.data_type.value
+            )
+            raise ValueError(
+                f"signal {self.name!r} runs past the last Modbus address {LAST_ADDRESS}: "
+                f"a {what} at address {self.address} takes {self.register_count} registers, "
+                f"so its last address would be {last}"
+            )
         return self
 
     @property
@@ -108,12 +122,21 @@ class ModbusCommon(StrictModel):
     signals: list[ModbusSignalConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_signal_names(self) -> Self:
+    def _check_signals(self) -> Self:
         seen: set[str] = set()
         for index, signal in enumerate(self.signals):
             if signal.name in seen:
                 raise ValueError(f"signals[{index}].name {signal.name!r} is used twice")
             seen.add(signal.name)
+            # plan_blocks reads every value in one request: it must fit in one.
+            if not signal.input_type.is_bit and signal.register_count > (
+                self.max_registers_per_request
+            ):
+                raise ValueError(
+                    f"signals[{index}] {signal.name!r} takes {signal.register_count} registers, "
+                    f"more than one read request may ask for (max_registers_per_request: "
+                    f"{self.max_registers_per_request})"
+                )
         return self
 
     def unit_of(self, signal: ModbusSignalConfig) -> int:

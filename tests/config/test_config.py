@@ -198,10 +198,11 @@ def test_check_config_prints_what_it_would_do(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_any_value_including_list_items(tmp_path: Path) -> None:
+    # List items by their name: FLOORGATE__SOURCES__<source>__SIGNALS__<signal>__...
     environ = {
         "FLOORGATE__HEALTH__PORT": "9999",
-        "FLOORGATE__SOURCES__0__HOST": "10.1.2.3",
-        "FLOORGATE__SOURCES__0__SIGNALS__1__ADDRESS": "40",
+        "FLOORGATE__SOURCES__PLC__HOST": "10.1.2.3",
+        "FLOORGATE__SOURCES__PLC__SIGNALS__M1_GOOD__ADDRESS": "40",
         "UNRELATED": "x",
     }
     config = load_config(write(tmp_path, BASE), environ=environ)
@@ -210,10 +211,18 @@ def test_environment_overrides_any_value_including_list_items(tmp_path: Path) ->
     assert config.sources[0].signals[1].address == 40
 
 
-def test_environment_override_naming_no_key_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "FLOORGATE__SOURCES__plc7__HOST",  # no source of that name
+        "FLOORGATE__SOURCES__7__HOST",  # a position, not a name
+    ],
+)
+def test_environment_override_naming_no_key_is_an_error(tmp_path: Path, variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, BASE), environ={"FLOORGATE__SOURCES__7__HOST": "x"})
-    assert "FLOORGATE__SOURCES__7__HOST" in caught.value.render()
+        load_config(write(tmp_path, BASE), environ={variable: "x"})
+    assert f"{variable} (environment)" in caught.value.render()
+    assert "names here: plc" in caught.value.render()
 
 
 def test_example_config_is_valid_and_documents_every_registered_type() -> None:
