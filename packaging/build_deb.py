@@ -10,6 +10,11 @@ files that name the staging path (script shebangs, activate scripts, pyvenv.cfg)
 rewritten, bytecode is compiled with the final paths, and the build fails if the staging
 path or a path of the build machine's private interpreter is still found anywhere.
 
+The venv's Python packages are exactly those of packaging/lock/runtime.txt (`make lock`
+writes it from pyproject.toml): pip installs the lock with --require-hashes, so every
+version is the pinned one and every file has the pinned hash, then the project itself
+with --no-deps; the build fails if the project needs anything the lock does not give.
+
 Only the standard library is used, so any Python 3.11+ can run this script.
 """
 
@@ -32,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
 UNIT = REPO / "systemd" / "floorgate.service"
+LOCK = PACKAGING / "lock" / "runtime.txt"
 PREFIX = "/opt/floorgate"
 DEFAULT_PYTHON = "/usr/bin/python3.11"
 DEFAULT_MAINTAINER = "floorgate maintainers <maintainers@floorgate.invalid>"
@@ -110,14 +116,60 @@ def copy_source(dest: Path) -> Path:
     return src
 
 
-def build_venv(python: str, venv: Path, source: Path, constraints: Path | None) -> None:
+def canonical_name(name: str) -> str:
+    """PEP 503 normalised distribution name: PyYAML, pyyaml and py_yaml are one."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# A pin of a lock file: `name==version`, maybe `; marker`, then ` \` and its hashes.
+LOCK_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+
+
+def lock_pins(lock: Path) -> set[str]:
+    """Every `name==version` the lock pins, names normalised (a universal lock may pin
+    one name twice, under markers that exclude each other)."""
+    if not lock.is_file():
+        raise BuildError(f"{lock} is missing: run `make lock`")
+    pins = set()
+    for line in lock.read_text().splitlines():
+        match = LOCK_PIN.match(line)
+        if match:
+            pins.add(f"{canonical_name(match[1])}=={match[2]}")
+    if not pins:
+        raise BuildError(f"{lock} pins nothing: run `make lock`")
+    return pins
+
+
+def check_matches_lock(shipped: list[str], lock: Path) -> None:
+    """Everything in the venv but the project is a package the lock pins, at its version."""
+    pins = lock_pins(lock)
+    unpinned = []
+    for item in shipped:
+        name, _, version = item.partition("==")
+        if canonical_name(name) != "floorgate" and f"{canonical_name(name)}=={version}" not in pins:
+            unpinned.append(item)
+    if unpinned:
+        raise BuildError(f"the venv holds packages {lock} does not pin: {', '.join(unpinned)}")
+
+
+def build_venv(
+    python: str, venv: Path, source: Path, constraints: Path | None, lock: Path = LOCK
+) -> None:
     run([python, "-m", "venv", str(venv)], timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
     install = [*pip, "install", "--quiet", "--no-compile", "--no-warn-script-location"]
     if constraints is not None:
         install += ["--constraint", str(constraints)]
-    # Runtime dependencies only: the [test] extra is not asked for.
-    run([*install, str(source)], timeout=PIP_TIMEOUT_S)
+    # Runtime dependencies only, as pinned: pip refuses a file whose hash is not in the
+    # lock and a dependency the lock does not pin.
+    run([*install, "--require-hashes", "--requirement", str(lock)], timeout=PIP_TIMEOUT_S)
+    run([*install, "--no-deps", str(source)], timeout=PIP_TIMEOUT_S)
+    # The project's own requirements (pyproject.toml) are met by what the lock installed.
+    check = subprocess.run([*pip, "check"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise BuildError(
+            f"{lock} does not satisfy pyproject.toml (run `make lock`):\n{check.stdout.strip()}"
+        )
     # The product needs neither the installer nor setuptools at run time.
     run([*pip, "uninstall", "--yes", "--quiet", "pip", "setuptools"], timeout=120)
 
@@ -342,6 +394,7 @@ def write_control(stage: Path, version: str, arch: str, depends: str, maintainer
 
 def build(args: argparse.Namespace) -> Path:
     python_package = check_python(args.python)
+    lock_pins(args.lock)  # a missing or empty lock fails here, before the slow part
     version = args.version or debian_version(project_version())
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
@@ -355,8 +408,9 @@ def build(args: argparse.Namespace) -> Path:
         venv = stage / PREFIX.lstrip("/")
         print(f"building {output.name}: venv on {args.python} ...", flush=True)
         started = time.monotonic()
-        build_venv(args.python, venv, copy_source(work), args.constraints)
+        build_venv(args.python, venv, copy_source(work), args.constraints, args.lock)
         shipped = distributions(venv)
+        check_matches_lock(shipped, args.lock)
         depends = [python_package]
         glibc = glibc_needed(venv)
         if glibc is not None:  # compiled extensions (pydantic-core, orjson, cryptography...)
@@ -399,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         "--version", help="Debian version (default: pyproject's version, in dpkg's ordering)"
     )
     parser.add_argument("--unit", type=Path, default=UNIT, help="the systemd unit to ship")
+    parser.add_argument(
+        "--lock",
+        type=Path,
+        default=LOCK,
+        help="hashed requirements the venv is made of (default packaging/lock/runtime.txt)",
+    )
     parser.add_argument("--constraints", type=Path, help="pip constraints file (pinned versions)")
     parser.add_argument("--compression", default="xz", choices=["xz", "gzip", "zstd", "none"])
     parser.add_argument(

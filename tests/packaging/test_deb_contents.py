@@ -93,8 +93,8 @@ def test_system_files_are_in_place(data: tarfile.TarFile) -> None:
     assert read(data, f"{PREFIX}/bin/floorgate").startswith(b"#!/opt/floorgate/bin/python\n")
     # `floorgate demo` looks for the example under sys.prefix/share/floorgate.
     assert f"{PREFIX}/share/floorgate/config.example.yaml" in members
-    # The runtime only: no demo kit, no second HTTP server stack.
-    assert [name for name in members if "floorgate_demo" in name or "aiohttp" in name] == []
+    # The runtime only: no demo kit.
+    assert [name for name in members if "floorgate_demo" in name] == []
     for doc in ("copyright", "changelog.gz", "python-packages.txt"):
         assert f"usr/share/doc/floorgate/{doc}" in members
     assert "usr/share/lintian/overrides/floorgate" in members
@@ -174,9 +174,9 @@ def test_no_build_machine_paths(data: tarfile.TarFile) -> None:
 
 
 def test_bytecode_is_shipped_with_final_paths(data: tarfile.TarFile) -> None:
-    pyc = read(data, f"{SITE}/agent/__pycache__/cli.cpython-311.pyc")
+    pyc = read(data, f"{SITE}/agent/cli/__pycache__/main.cpython-311.pyc")
     code = marshal.loads(pyc[16:])
-    assert code.co_filename == f"/{SITE}/agent/cli.py"
+    assert code.co_filename == f"/{SITE}/agent/cli/main.py"
 
 
 def test_md5sums_match_payload(data: tarfile.TarFile, control: tarfile.TarFile) -> None:
