@@ -55,6 +55,12 @@ test: $(STAMP)
 	.ci/odoo-servers prepare
 	$(BIN)/pytest
 
+# A developer's loop (under 2 minutes): no root, no network, no system services; real
+# pymodbus/asyncua servers and SQLite files on loopback still. CI runs `make test`.
+FAST := not odoo and not mosquitto and not root and not slow
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "$(FAST)" -q
+
 # Only the Odoo destination, against the real servers (and the stand-in for faults).
 test-odoo: $(STAMP)
 	.ci/odoo-servers prepare

@@ -40,7 +40,11 @@ class DestinationCommon(StrictModel):
         default=None, description="Machines whose events are sent here. Default: all."
     )
     batch_size: int = Field(default=500, ge=1, le=10000, description="Events per request.")
-    retry: RetryConfig = Field(default_factory=RetryConfig)
+    retry: RetryConfig = Field(
+        default_factory=RetryConfig,
+        description="Waits between delivery attempts while the destination fails "
+        "(exponential with jitter; a Retry-After from the server wins).",
+    )
 
     def target(self) -> str:
         """Where and how events go, for `floorgate check-config` (e.g. "POST https://...")."""

@@ -111,8 +111,19 @@ class ModbusCommon(StrictModel):
     backoff_max: Duration = Field(
         default=30.0, gt=0, description="Longest wait before retrying a silent device."
     )
-    max_registers_per_request: int = Field(default=125, ge=1, le=125)
-    max_bits_per_request: int = Field(default=2000, ge=1, le=2000)
+    max_registers_per_request: int = Field(
+        default=125,
+        ge=1,
+        le=125,
+        description="Most registers one read asks for (neighbouring signals are read "
+        "together up to this). Lower it for a device that refuses long reads.",
+    )
+    max_bits_per_request: int = Field(
+        default=2000,
+        ge=1,
+        le=2000,
+        description="Most coils or discrete inputs one read asks for.",
+    )
     max_gap: int = Field(
         default=10,
         ge=0,
@@ -160,7 +171,7 @@ class ModbusCommon(StrictModel):
 class ModbusTcpConfig(ModbusCommon):
     type: Literal["modbus_tcp"]
     host: str = Field(description="IP address or host name of the device or gateway.")
-    port: int = Field(default=502, ge=1, le=65535)
+    port: int = Field(default=502, ge=1, le=65535, description="TCP port of the device.")
 
     def where(self) -> str:
         return f"modbus_tcp {self.host}:{self.port}"
@@ -181,8 +192,8 @@ class ModbusRtuConfig(ModbusCommon):
     port: str = Field(description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     baudrate: int = Field(default=19200, description="Bits per second.")
     parity: Parity = Field(default=Parity.EVEN, description="none | even | odd.")
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = Field(default=1, description="Stop bits: 1 | 2.")
+    bytesize: Literal[7, 8] = Field(default=8, description="Data bits: 7 | 8.")
 
     def where(self) -> str:
         framing = f"{self.bytesize}{self.parity.letter}{self.stopbits}"

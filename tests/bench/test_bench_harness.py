@@ -26,6 +26,7 @@ ROW_KEYS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # a real benchmark run on a machine other tests may be loading
 def test_quick_ingest_run_writes_one_report_of_rows(tmp_path: Path) -> None:
     output = tmp_path / "latest.json"
@@ -68,6 +69,7 @@ def test_a_failing_script_becomes_a_row_that_says_so(tmp_path: Path) -> None:
     assert "exit 3" in rows[0]["figure"] and "cannot reach the broker" in rows[0]["figure"]
 
 
+@pytest.mark.slow
 def test_a_script_over_its_time_limit_becomes_a_row_and_its_children_are_killed(
     tmp_path: Path,
 ) -> None:

@@ -80,6 +80,7 @@ def statuses(path: Path, destination: str) -> dict[str, str]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_stats_table_and_json(db: Path) -> None:
     table = floorgate("stats", "--db", str(db)).stdout
     assert "10 events" in table
@@ -94,6 +95,7 @@ def test_stats_table_and_json(db: Path) -> None:
     assert stats["dropped"] == []
 
 
+@pytest.mark.slow
 def test_stats_finds_the_buffer_through_the_config(db: Path, tmp_path: Path) -> None:
     config = line_config(tmp_path, 5020, "http://127.0.0.1:1/", 0)
     config["buffer"] = {"path": db.name, "max_size": "64MiB"}
@@ -103,6 +105,7 @@ def test_stats_finds_the_buffer_through_the_config(db: Path, tmp_path: Path) -> 
     assert "of 64.0 MiB" in floorgate("stats", "--config", str(path)).stdout
 
 
+@pytest.mark.slow
 def test_dead_letters_show_and_requeue_one(db: Path) -> None:
     [dead] = as_json("dead-letters", "--db", str(db))
     assert (dead["id"], dead["destination"], dead["type"], dead["key"]) == (
@@ -126,6 +129,7 @@ def test_dead_letters_show_and_requeue_one(db: Path) -> None:
     assert as_json("requeue", "--db", str(db), "--all") == {"requeued": 0}
 
 
+@pytest.mark.slow
 def test_purge_dead_respects_older_than(db: Path) -> None:
     assert as_json("purge", "--db", str(db), "--dead", "--older-than", "1h") == {"purged": 0}
     assert as_json("purge", "--db", str(db), "--dead") == {"purged": 1}
@@ -134,6 +138,7 @@ def test_purge_dead_respects_older_than(db: Path) -> None:
     assert stats["destinations"]["http"]["dead"] == 0
 
 
+@pytest.mark.slow
 def test_replay_puts_delivered_events_back_with_their_ids(db: Path) -> None:
     replayed = as_json(
         "replay",
@@ -171,6 +176,7 @@ async def test_replayed_events_are_claimed_first_with_the_same_ids(db: Path) -> 
     assert json.loads(claimed[0].payload) == {"n": 0}
 
 
+@pytest.mark.slow
 def test_bad_arguments_and_missing_files_say_what_is_wrong(db: Path, tmp_path: Path) -> None:
     missing = floorgate("stats", "--db", str(tmp_path / "nope.db"), check=False)
     assert missing.returncode == 1 and "no buffer at" in missing.stderr
@@ -197,6 +203,7 @@ def test_a_corrupt_file_is_reported_and_left_in_place(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["buffer.db"]  # nothing moved aside
 
 
+@pytest.mark.slow
 def test_commands_work_while_another_process_writes(tmp_path: Path) -> None:
     path = tmp_path / "live.db"
     writer = subprocess.Popen(

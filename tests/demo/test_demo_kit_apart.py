@@ -25,6 +25,7 @@ def _run_without_demo_kit(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_every_agent_module_imports_without_the_demo_kit() -> None:
     modules = sorted(
         info.name

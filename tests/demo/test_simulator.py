@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from floorgate_demo.simulator import (
     REGISTER_MAP,
     Reason,
@@ -92,6 +93,7 @@ def test_totals_match_the_register_deltas() -> None:
     assert totals["press1"]["scrap"] > 0
 
 
+@pytest.mark.slow
 def test_machines_mostly_run_and_stop_with_reasons() -> None:
     line = SimulatedLine(seed=2)
     seen: set[tuple[int, int]] = set()

@@ -50,6 +50,7 @@ async def stop_agent(proc: subprocess.Popen[bytes], signum: int = signal.SIGTERM
     return await asyncio.to_thread(proc.wait, 30)
 
 
+@pytest.mark.slow
 async def test_counts_are_exact_across_a_sigkill_and_a_restart(tmp_path: Path) -> None:
     line = SimulatedLine(seed=7)
     while line.holding[PRESS2_GOOD_REGISTER] < 65525:  # so press2's 16-bit counter wraps mid-test
@@ -103,6 +104,7 @@ async def test_counts_are_exact_across_a_sigkill_and_a_restart(tmp_path: Path) -
         assert set(line.requests) <= {1, 2, 3, 4}  # read function codes only
 
 
+@pytest.mark.slow
 async def test_middleware_down_for_a_while_then_everything_arrives(tmp_path: Path) -> None:
     line = SimulatedLine(seed=3)
     log = tmp_path / "agent.log"
@@ -147,6 +149,7 @@ async def test_middleware_down_for_a_while_then_everything_arrives(tmp_path: Pat
         assert_in_order_per_machine(receiver.events)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_shutdown_signal_commits_and_exits_cleanly(tmp_path: Path, signum: int) -> None:
     line = SimulatedLine(seed=5)

@@ -85,6 +85,7 @@ def _good_totals(receiver: EventReceiver) -> dict[str, int]:
     return totals
 
 
+@pytest.mark.slow
 async def test_sighup_applies_a_valid_config_refuses_a_bad_one_and_loses_no_count(
     tmp_path: Path,
 ) -> None:

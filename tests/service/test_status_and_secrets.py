@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from floorgate_demo.receiver import EventReceiver
 from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
@@ -50,6 +51,7 @@ async def _status(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 async def test_status_table_token_and_no_secret_in_the_logs(tmp_path: Path) -> None:
     (tmp_path / "health-token").write_text(HEALTH_TOKEN + "\n")
     (tmp_path / "middleware-token").write_text(DESTINATION_TOKEN + "\n")

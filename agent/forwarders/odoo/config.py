@@ -105,7 +105,8 @@ class MachineMapping(StrictModel):
         "'WH/MO/{value:05d}'.",
     )
     scrap: ScrapMode = Field(
-        default=ScrapMode.FORCE, description="force | check | draft | ignore (see README)."
+        default=ScrapMode.FORCE,
+        description="force | check | draft | ignore (see docs/destinations/odoo.md).",
     )
     scrap_product: str | None = Field(
         default=None,
@@ -167,8 +168,9 @@ class OdooDestinationConfig(DestinationCommon):
     )
     finish_orders: bool = Field(
         default=False,
-        description="Close the manufacturing order (button_mark_done with a backorder) when "
-        "the count reaches its quantity or the order signal changes.",
+        description="Close the manufacturing order (button_mark_done, with a backorder for "
+        "the rest when one is left) when the count reaches its quantity or the order "
+        "signal changes.",
     )
     work_order_timers: WorkOrderTimers = Field(
         default=WorkOrderTimers.PAUSE_AND_RESUME,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from drivers.base import ConnectionState, Quality
@@ -29,6 +30,7 @@ def _signals(unit: int) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.slow
 async def test_a_silent_unit_is_backed_off_while_the_others_keep_their_rate(
     pty_pair: tuple[str, str],
 ) -> None:

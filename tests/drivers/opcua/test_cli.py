@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from floorgate_demo.opcua_sim import NAMESPACE_URI, OpcUaSimulator, Security, make_certificate
 from floorgate_demo.simulator import SimulatedLine
 
@@ -30,6 +31,7 @@ async def floorgate(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.slow
 async def test_browse_prints_nsu_node_ids_types_and_values(simulator: OpcUaSimulator) -> None:
     simulator.line.freeze()
     code, out, err = await floorgate("browse", simulator.endpoint)
@@ -42,6 +44,7 @@ async def test_browse_prints_nsu_node_ids_types_and_values(simulator: OpcUaSimul
     assert err == ""
 
 
+@pytest.mark.slow
 async def test_browse_from_a_node_and_as_json(simulator: OpcUaSimulator) -> None:
     code, out, err = await floorgate(
         "browse", simulator.endpoint, "--node", f"nsu={NAMESPACE_URI};s=packer1", "--json"
@@ -53,6 +56,7 @@ async def test_browse_from_a_node_and_as_json(simulator: OpcUaSimulator) -> None
     assert part_done["data_type"] == "Boolean" and part_done["value"] in ("True", "False")
 
 
+@pytest.mark.slow
 async def test_endpoints_show_the_server_thumbprint(tmp_path: Path) -> None:
     cert, key = await make_certificate(tmp_path, "urn:floorgate:simulator:server")
     security = Security(cert, key)
@@ -64,6 +68,7 @@ async def test_endpoints_show_the_server_thumbprint(tmp_path: Path) -> None:
     assert thumbprint(cert.read_bytes()) in out
 
 
+@pytest.mark.slow
 async def test_unreachable_server_is_a_one_line_error() -> None:
     code, out, err = await floorgate("browse", f"opc.tcp://127.0.0.1:{free_port()}/")
     assert code == 1

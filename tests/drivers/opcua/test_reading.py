@@ -16,6 +16,7 @@ from tests.helpers import wait_until
 MODES = ["subscribe", "poll"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 async def test_delivers_the_line_values_with_their_source_timestamps(
     simulator: OpcUaSimulator, mode: str
@@ -52,6 +53,7 @@ async def test_delivers_the_line_values_with_their_source_timestamps(
         assert driver.health.time_origins.get("source", 0) >= 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_missing_node_is_reported_by_name_and_the_others_still_flow(
     simulator: OpcUaSimulator, mode: str
@@ -78,6 +80,7 @@ async def test_a_missing_node_is_reported_by_name_and_the_others_still_flow(
         assert health.subscribed_items == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 async def test_status_codes_become_quality_and_arrays_a_clear_error(
     simulator: OpcUaSimulator, mode: str
@@ -111,6 +114,7 @@ async def test_status_codes_become_quality_and_arrays_a_clear_error(
         assert "sensor" in driver.health.bad_signals
 
 
+@pytest.mark.slow
 async def test_absolute_deadband_is_applied_by_the_server(simulator: OpcUaSimulator) -> None:
     await simulator.add_variable("pressure", 1.0, ua.VariantType.Double)
     await simulator.add_variable("marker", 0, ua.VariantType.Int32)
@@ -132,6 +136,7 @@ async def test_absolute_deadband_is_applied_by_the_server(simulator: OpcUaSimula
     assert [s.value for s in got.good("pressure")] == [1.0, 9.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_node_added_later_is_found_without_a_reconnect(
     simulator: OpcUaSimulator, mode: str

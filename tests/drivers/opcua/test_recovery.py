@@ -22,6 +22,7 @@ from tests.e2e.test_end_to_end import COUNTED, delivered_counts, machines_seen
 from tests.helpers import free_port, line_config, wait_until, write_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["subscribe", "poll"])
 async def test_server_restart_with_renumbered_namespaces_reconnects_by_itself(
     simulator: OpcUaSimulator, mode: str
@@ -57,6 +58,7 @@ async def test_server_restart_with_renumbered_namespaces_reconnects_by_itself(
         assert health.bad_signals == {}
 
 
+@pytest.mark.slow
 async def test_silent_subscription_is_rebuilt_while_the_connection_stays_up(
     simulator: OpcUaSimulator,
 ) -> None:
@@ -83,6 +85,7 @@ async def test_silent_subscription_is_rebuilt_while_the_connection_stays_up(
         await wait_until(lambda: got.latest["probe"].value == 3, 30, "rebuilt one publishes")
 
 
+@pytest.mark.slow
 async def test_production_counts_stay_exact_across_a_server_restart(tmp_path: Path) -> None:
     line = SimulatedLine(seed=11)
     line.freeze()
@@ -152,6 +155,7 @@ async def test_production_counts_stay_exact_across_a_server_restart(tmp_path: Pa
     assert receiver.conflicts == 0
 
 
+@pytest.mark.slow
 async def test_a_path_that_goes_silent_is_detected_and_recovered(
     simulator: OpcUaSimulator,
 ) -> None:

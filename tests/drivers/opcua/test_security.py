@@ -47,6 +47,7 @@ def password(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 async def test_generated_certificate_is_refused_until_trusted_then_data_flows(
     secured: OpcUaSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -78,6 +79,7 @@ async def test_generated_certificate_is_refused_until_trusted_then_data_flows(
         assert (state / "opcua" / "line-opcua" / "client_key.pem").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.slow
 async def test_wrong_password_is_a_clear_error_and_a_fixed_one_connects(
     secured: OpcUaSimulator, tmp_path: Path
 ) -> None:
@@ -102,6 +104,7 @@ async def test_wrong_password_is_a_clear_error_and_a_fixed_one_connects(
         )
 
 
+@pytest.mark.slow
 async def test_a_server_certificate_other_than_the_trusted_one_is_refused(
     secured: OpcUaSimulator, tmp_path: Path
 ) -> None:
@@ -112,6 +115,7 @@ async def test_a_server_certificate_other_than_the_trusted_one_is_refused(
         assert not got.good("press1.good")
 
 
+@pytest.mark.slow
 async def test_no_silent_fallback_when_the_server_offers_no_secure_endpoint(
     simulator: OpcUaSimulator, tmp_path: Path
 ) -> None:
@@ -144,6 +148,7 @@ async def test_no_silent_fallback_when_the_server_offers_no_secure_endpoint(
         ),
     ],
 )
+@pytest.mark.slow
 async def test_the_aes_policies_connect_too(
     tmp_path: Path, policy: str, mode: str, server_policy: ua.SecurityPolicyType
 ) -> None:

@@ -12,11 +12,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.pipeline.events import Event
 from tests.forwarders.mqtt.broker import Mosquitto, Subscriber
 from tests.helpers import free_port, line_config, readyz, start_agent, wait_until, write_config
+
+pytestmark = pytest.mark.mosquitto  # a real broker (mosquitto from apt)
 
 
 def mqtt_agent_config(
@@ -48,6 +51,7 @@ async def kill_if_running(proc: subprocess.Popen[bytes]) -> None:
         await asyncio.to_thread(proc.wait, 30)
 
 
+@pytest.mark.slow
 async def test_status_online_offline_on_stop_and_last_will_on_sigkill(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     await broker.start()
@@ -95,6 +99,7 @@ async def test_status_online_offline_on_stop_and_last_will_on_sigkill(tmp_path: 
         assert event["agentid"] == "gw-test"
 
 
+@pytest.mark.slow
 async def test_two_gateways_share_one_broker_without_interfering(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     await broker.start()

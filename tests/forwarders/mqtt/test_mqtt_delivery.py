@@ -22,6 +22,8 @@ from tests.helpers import wait_until
 
 MACHINES = ("press1", "press2", "packer1")
 
+pytestmark = pytest.mark.mosquitto  # a real broker (mosquitto from apt)
+
 
 def first_arrivals_in_order(events: list[tuple[str, dict, bytes]]) -> None:
     """Per machine, the first arrival of each id comes in buffer (sequence) order."""
@@ -99,6 +101,7 @@ async def test_samples_at_qos0_and_machine_state_retained_per_machine(
     assert states["plant/line1/press1/state"].payload == rows[-1].payload
 
 
+@pytest.mark.slow
 async def test_broker_answers_held_back_nothing_is_acknowledged_then_sent_again_same_ids(
     broker: Mosquitto, buffer: SqliteBuffer
 ) -> None:
@@ -144,6 +147,7 @@ async def test_broker_answers_held_back_nothing_is_acknowledged_then_sent_again_
     first_arrivals_in_order(events)
 
 
+@pytest.mark.slow
 async def test_broker_stopped_and_restarted_mid_stream_every_event_arrives(
     broker: Mosquitto, buffer: SqliteBuffer
 ) -> None:
@@ -209,6 +213,7 @@ async def test_a_send_reports_only_what_the_broker_acknowledged(
         await forwarder.connect()
 
 
+@pytest.mark.slow
 async def test_an_idle_connection_comes_back_by_itself_and_says_online_again(
     tmp_path: Path, buffer: SqliteBuffer
 ) -> None:
@@ -242,6 +247,7 @@ async def test_an_idle_connection_comes_back_by_itself_and_says_online_again(
     assert "as floorgate-gw-broker" in after_restart
 
 
+@pytest.mark.slow
 async def test_a_close_during_a_reconnect_attempt_leaves_no_socket_behind(
     broker: Mosquitto,
 ) -> None:

@@ -17,6 +17,8 @@ from tests.forwarders.mqtt.conftest import delivering, event_row, mqtt_config, w
 from tests.forwarders.mqtt.pki import Authority
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.mosquitto  # a real broker (mosquitto from apt)
+
 
 def secret(tmp_path: Path, name: str, value: str) -> dict[str, str]:
     path = tmp_path / name
@@ -192,6 +194,7 @@ async def test_client_certificate_when_the_broker_requires_one(
         await broker.stop()
 
 
+@pytest.mark.slow
 async def test_mqtt5_publish_refused_by_the_acl_is_dead_lettered_the_rest_flows(
     tmp_path: Path, buffer: SqliteBuffer
 ) -> None:

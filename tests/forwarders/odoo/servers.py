@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / ".ci" / "odoo-servers"
 VERSIONS = ("18.0", "19.0")
 START_TIMEOUT = 120.0

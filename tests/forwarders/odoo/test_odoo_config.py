@@ -14,7 +14,7 @@ from agent.config.rules import MachineStateValue
 from agent.forwarders.odoo.config import OdooDestinationConfig, OdooProtocol, ScrapMode
 from agent.forwarders.odoo.mapping import external_id, order_name
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.yaml"
 BASE: dict[str, Any] = {
     "name": "odoo",
     "type": "odoo",

@@ -52,7 +52,7 @@ Span = tuple[datetime, datetime]
 FMT = "%Y-%m-%d %H:%M:%S"
 Order = dict[str, Any]
 RUN = 60.0  # seconds of line time between the faults
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.odoo, pytest.mark.slow]
 
 
 def e2e_params() -> list[Any]:
