@@ -70,6 +70,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # docs/configuration.md (from the schema), docs/sources|destinations/*.md (from the plugin
 # READMEs), docs/performance.md (from bench/results); tests/docs fails when they drift.

@@ -14,23 +14,13 @@ from types import ModuleType
 
 from agent import __version__
 from agent.cli import status as status_cli
+from agent.cli.loading import DEFAULT_CONFIG, load_or_exit
 from agent.common.secrets import SecretError
-from agent.config.loader import EX_CONFIG, ConfigError, load_config
-from agent.config.models import FloorgateConfig
+from agent.config.loader import EX_CONFIG
 from agent.registry import command_modules
 from agent.service.logs import setup_logging
 
 EX_UNAVAILABLE = 69  # sysexits: a service the agent needs is unavailable
-DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")
-
-
-def load_or_exit(path: Path) -> FloorgateConfig:
-    """Load a config or exit 78 with the message naming file, line and key (no traceback)."""
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        raise SystemExit(EX_CONFIG) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -95,7 +95,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.cli.main import load_or_exit
+    from agent.cli.loading import load_or_exit
 
     url = args.url
     headers = {}

@@ -53,7 +53,7 @@ class Line:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from agent.cli.main import load_or_exit
+    from agent.cli.loading import load_or_exit
 
     config = load_or_exit(args.config)
     destinations = [
