@@ -1,26 +1,19 @@
 """The health server: /healthz (liveness), /readyz (readiness + detail), /metrics.
 
-A small ASGI app served by uvicorn with its h11 protocol (h11 is loaded anyway: httpx
-uses it). It replaced aiohttp here because importing aiohttp cost 8.6 MiB of RSS and
-0.2 s of every start; uvicorn costs 2.4 MiB and a few tens of ms. ``Server.serve``
-installs its own SIGINT and SIGTERM handlers for the time it runs; those signals belong
-to the agent's service loop, so ``_Server`` leaves them alone.
+A small ASGI app served by uvicorn (agent.common.asgi), chosen for its light import:
+2.4 MiB of RSS and a few tens of ms of the agent's start.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
-import logging
-import socket
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agent.common.asgi import AsgiServer, Receive, Scope, Send
 from agent.common.secrets import read_secret
 from agent.monitoring.metrics import make_registry, render
 from agent.monitoring.report import health_report
@@ -28,30 +21,9 @@ from agent.monitoring.report import health_report
 if TYPE_CHECKING:
     from agent.service.runtime import Agent
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Reply = tuple[int, bytes, str]  # status, body, content type
 
 JSON = "application/json; charset=utf-8"
-# uvicorn's own start and stop lines would repeat the agent's "agent started ... health=".
-logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.startup_done = asyncio.Event()  # listening, or failed (should_exit)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the agent's service loop handles SIGINT and SIGTERM
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets=sockets)
-        finally:
-            self.startup_done.set()
 
 
 def _json(status: int, data: object) -> Reply:
@@ -70,54 +42,15 @@ class HealthServer:
             "/readyz": self._readyz,
             "/metrics": self._metrics,
         }
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
+        self._server = AsgiServer(self._app, name="health server")
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: any free port); returns the port. OSError when the
         address cannot be bound (the CLI reports it and exits EX_UNAVAILABLE)."""
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-        except OSError:
-            sock.close()
-            raise
-        config = uvicorn.Config(
-            self._app,
-            interface="asgi3",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            http="h11",
-            ws="none",
-            server_header=False,
-            date_header=False,
-            proxy_headers=False,
-        )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="health-server")
-        started = asyncio.ensure_future(server.startup_done.wait())
-        await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-        started.cancel()
-        if not server.started:  # uvicorn logged why; say it as an OSError like a bind
-            sock.close()
-            with contextlib.suppress(BaseException):
-                await task
-            raise OSError(f"the health server could not start on {host}:{port}")
-        self._server, self._task, self._socket = server, task, sock
-        return int(sock.getsockname()[1])
+        return await self._server.start(host, port)
 
     async def stop(self) -> None:
-        server, task, sock = self._server, self._task, self._socket
-        self._server = self._task = self._socket = None
-        if server is not None and task is not None:
-            server.should_exit = True
-            await task
-        if sock is not None:
-            sock.close()
+        await self._server.stop()
 
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

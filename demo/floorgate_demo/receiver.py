@@ -16,27 +16,25 @@ error; ``reject_ids(ids, status)`` refuses any batch holding one of those ids; e
 request is kept in ``requests`` (headers and raw body).
 
 Bodies over 64 MiB get 413; other paths 404 and other methods 405. It is a raw ASGI app
-served by uvicorn (h11), like the agent's health server (agent/monitoring/health.py).
+served by uvicorn (agent.common.asgi), like the agent's health server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
-import logging
-import socket
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 import orjson
-import uvicorn
+
+from agent.common.asgi import AsgiServer, Receive, Scope, Send
 
 BATCH_TYPE = "application/cloudevents-batch+json"
 SINGLE_TYPE = "application/cloudevents+json"
@@ -48,15 +46,10 @@ MAX_CLOCK_SKEW = 300.0
 KEEP_ALIVE = 75
 SHUTDOWN_TIMEOUT = 1  # seconds stop() lets requests in flight finish
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json; charset=utf-8"
-# uvicorn's start and stop lines would only repeat "middleware receiver at ...".
-logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 class BadRequest(Exception):
@@ -84,51 +77,6 @@ def _text(status: int, text: str, headers: Headers | None = None) -> _Reply:
 
 def _json(body: bytes) -> _Reply:
     return _Reply(200, body, JSON)
-
-
-class _Server(uvicorn.Server):
-    """As agent.monitoring.health._Server: leaves SIGINT/SIGTERM to whoever runs the loop
-    (``floorgate demo``, pytest, the benchmarks) and says when startup is over."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.startup_done = asyncio.Event()  # listening, or failed (should_exit)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets=sockets)
-        finally:
-            self.startup_done.set()
-
-
-def _bind(host: str, port: int) -> list[socket.socket]:
-    """Bound sockets for every address of host (as loop.create_server does); with port 0
-    they share the port the first one got. OSError when one cannot be bound.
-
-    The protocol number matters: asyncio sets TCP_NODELAY only on connections accepted
-    from a socket whose proto is IPPROTO_TCP, and uvicorn writes a response's head and
-    body separately, so with Nagle on every answer would wait ~40 ms for a delayed ACK."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(sockets) > 1:
-                address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            sock.bind(address)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 def _content_type(raw: str | None) -> str:
@@ -205,11 +153,13 @@ class EventReceiver:
     def __init__(self, *, token: str | None = None, hmac_key: str | None = None) -> None:
         self._token = token
         self._hmac_key = hmac_key
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sockets: list[socket.socket] = []
+        self._server = AsgiServer(
+            self._app,
+            name="middleware receiver",
+            keep_alive=KEEP_ALIVE,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
         self._host = "127.0.0.1"
-        self._port = 0
         self._plan: deque[_PlannedFailure] = deque()
         self._rejected_ids: dict[str, int] = {}
         self._changed = asyncio.Condition()
@@ -221,47 +171,14 @@ class EventReceiver:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen on host:port (0: any free port) and return the bound port. OSError when
         the address cannot be bound."""
-        if self._server is not None:
+        if self._server.running:
             raise RuntimeError("receiver already started")
-        sockets = _bind(host, port)
-        config = uvicorn.Config(
-            self._app,
-            interface="asgi3",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            http="h11",
-            ws="none",
-            server_header=False,
-            date_header=False,
-            proxy_headers=False,
-            timeout_keep_alive=KEEP_ALIVE,
-            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
-        )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=sockets), name="event-receiver")
-        started = asyncio.ensure_future(server.startup_done.wait())
-        await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-        started.cancel()
-        if not server.started:  # uvicorn logged why; say it as an OSError like a bind
-            for sock in sockets:
-                sock.close()
-            with contextlib.suppress(BaseException):
-                await task
-            raise OSError(f"the receiver could not start on {host}:{port}")
-        self._server, self._task, self._sockets = server, task, sockets
+        port = await self._server.start(host, port)
         self._host = host
-        self._port = int(sockets[0].getsockname()[1])
-        return self._port
+        return port
 
     async def stop(self) -> None:
-        server, task, sockets = self._server, self._task, self._sockets
-        self._server, self._task, self._sockets = None, None, []
-        if server is not None and task is not None:
-            server.should_exit = True
-            await task
-        for sock in sockets:
-            sock.close()
+        await self._server.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -277,14 +194,14 @@ class EventReceiver:
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._server.port
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if not self._server.running:
             raise RuntimeError("receiver not started")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}/events"
+        return f"http://{host}:{self._server.port}/events"
 
     # -- test hooks --------------------------------------------------------------
 

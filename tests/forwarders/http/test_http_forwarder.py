@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from floorgate_demo.receiver import EventReceiver
 
+from agent.common.asgi import AsgiServer, Receive, Scope, Send
 from agent.forwarders.base import Fatal, NotConnected, Rejected, Transient
 from agent.forwarders.http.config import HttpDestinationConfig
 from agent.forwarders.http.forwarder import (
@@ -93,27 +93,39 @@ async def forwarders() -> AsyncIterator[Callable[[HttpDestinationConfig], Webhoo
         await forwarder.close()
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Reply = tuple[int, dict[str, str]]  # status and headers of an answer with no body
+Handler = Callable[[], Awaitable[Reply]]
 
 
 @pytest.fixture
 async def tiny_app() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    """Start a one-route aiohttp app for behaviour the EventReceiver does not offer."""
-    runners: list[web.AppRunner] = []
+    """Serve one handler at POST /hook for behaviour the EventReceiver does not offer."""
+    servers: list[AsgiServer] = []
 
     async def start(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_post("/hook", handler)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                return
+            message = await receive()  # the body, read and dropped
+            while message["type"] == "http.request" and message.get("more_body", False):
+                message = await receive()
+            if (scope["method"], scope["path"]) == ("POST", "/hook"):
+                status, headers = await handler()
+            else:
+                status, headers = 404, {}
+            raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            raw.append((b"content-length", b"0"))
+            await send({"type": "http.response.start", "status": status, "headers": raw})
+            await send({"type": "http.response.body", "body": b""})
+
+        server = AsgiServer(app, name="tiny app", shutdown_timeout=1)
+        servers.append(server)
+        port = await server.start("127.0.0.1", 0)
+        return f"http://127.0.0.1:{port}/hook"
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    for server in servers:
+        await server.stop()
 
 
 async def test_batch_is_one_post_of_the_payloads_joined_verbatim(
@@ -373,9 +385,9 @@ async def test_slow_server_times_out_as_transient(
 ) -> None:
     release = asyncio.Event()
 
-    async def slow(request: web.Request) -> web.Response:
+    async def slow() -> Reply:
         await release.wait()
-        return web.Response(status=200)
+        return 200, {}
 
     url = await tiny_app(slow)
     forwarder = forwarders(config(url, timeout="200ms"))
@@ -414,8 +426,8 @@ async def test_redirect_is_fatal_and_not_followed(
     tiny_app: Callable[[Handler], Awaitable[str]],
     forwarders: Callable[..., WebhookForwarder],
 ) -> None:
-    async def moved(request: web.Request) -> web.Response:
-        return web.Response(status=308, headers={"Location": "https://elsewhere.example/"})
+    async def moved() -> Reply:
+        return 308, {"Location": "https://elsewhere.example/"}
 
     url = await tiny_app(moved)
     forwarder = forwarders(config(url))

@@ -1,5 +1,6 @@
-"""An Odoo stand-in: a real HTTP server (aiohttp) speaking both of Odoo's external APIs
-with the request and error shapes of a real Odoo (see /work/shared/ODOO.md).
+"""An Odoo stand-in: a real HTTP server (a raw ASGI app on uvicorn, agent.common.asgi)
+speaking both of Odoo's external APIs with the request and error shapes of a real Odoo
+(see /work/shared/ODOO.md).
 
 - ``POST /jsonrpc``: ``common.version``, ``common.authenticate`` (uid, or ``false``),
   ``object.execute_kw``. Errors are **HTTP 200** with ``error.data.name``; a body that is
@@ -8,6 +9,7 @@ with the request and error shapes of a real Odoo (see /work/shared/ODOO.md).
   ``X-Odoo-Database``; the bare JSON result, or 401 / 404 / 422 / 500 with
   ``{"name", "message", "arguments", "context", "debug"}``.
 - ``GET /web/version`` (JSON-2 servers only, no key).
+- Other paths get 404 and other methods 405 (plain text, with ``Allow``).
 
 Test hooks: ``fail_next(status, times)`` answers HTML error pages (as a proxy or a
 crashed worker does), ``fail_until_cleared(status)`` / ``stop_failing()``,
@@ -24,14 +26,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import unquote
 
 import orjson
-from aiohttp import web
 
+from agent.common.asgi import AsgiServer, Receive, Scope, Send
 from tests.forwarders.odoo.standin_orm import Database, OdooError
 
 ACCESS_DENIED = "odoo.exceptions.AccessDenied"
@@ -60,6 +64,65 @@ HTML_ERROR = (
     "<!DOCTYPE html><html><head><title>{status} {reason}</title></head>"
     "<body><h1>{reason}</h1><p>nginx</p></body></html>"
 )
+MAX_BODY = 256 * 1024 * 1024
+# Seconds an idle connection stays open: past httpx's 5 s keep-alive expiry, so it is the
+# client that ends an idle connection and a request never races the server closing it.
+KEEP_ALIVE = 75
+SHUTDOWN_TIMEOUT = 5  # seconds close() lets requests in flight finish
+
+HTML = "text/html; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"  # what the API answers carry: bytes, no charset
+JSON_UTF8 = "application/json; charset=utf-8"  # /web/version and JSON-2 errors
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def _text(status: int, text: str, content_type: str = HTML) -> _Reply:
+    return _Reply(status, text.encode(), content_type)
+
+
+def _json_reply(data: Any, status: int = 200) -> _Reply:
+    """JSON as the standard library writes it (``", "`` and ``": "``), charset=utf-8."""
+    return _Reply(status, json.dumps(data).encode(), JSON_UTF8)
+
+
+def _not_allowed(allow: bytes) -> _Reply:
+    return _Reply(405, b"405: Method Not Allowed", TEXT, [(b"allow", allow)])
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    headers: dict[str, str]  # names lower-cased; a repeated header keeps its first value
+    body: bytes
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None when the client went away first. Raises _TooLarge
+    past MAX_BODY."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 @dataclass
@@ -99,7 +162,12 @@ class OdooStandIn:
         self._sticky_status: int | None = None
         self.delay = 0.0  # seconds each API request takes (so a kill lands mid-request)
         self.poison: str | None = None  # a load() holding this text fails the whole call
-        self._runner: web.AppRunner | None = None
+        self._server = AsgiServer(
+            self._app,
+            name="Odoo stand-in",
+            keep_alive=KEEP_ALIVE,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
         self.port = 0
         self.seed()
 
@@ -148,22 +216,10 @@ class OdooStandIn:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self, port: int = 0) -> None:
-        app = web.Application(client_max_size=256 * 1024 * 1024)
-        app.router.add_post("/jsonrpc", self._jsonrpc)
-        app.router.add_post("/json/2/{model}/{method}", self._json2)
-        app.router.add_get("/web/version", self._version)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.port = await self._server.start("127.0.0.1", port)
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -191,14 +247,65 @@ class OdooStandIn:
         return fault
 
     @staticmethod
-    def _html(status: int) -> web.Response:
+    def _html(status: int) -> _Reply:
         reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
         text = HTML_ERROR.format(status=status, reason=reason.get(status, "Error"))
-        return web.Response(status=status, text=text, content_type="text/html")
+        return _text(status, text)
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        try:
+            reply = await self._route(scope, receive)
+        except _TooLarge:  # answered unread, so the connection cannot be reused
+            text = f"Maximum request body size {MAX_BODY} exceeded"
+            reply = _Reply(413, text.encode(), TEXT, [(b"connection", b"close")])
+        if reply is None:
+            return  # the client went away before its body was in
+        headers = [
+            (b"content-type", reply.content_type.encode()),
+            *reply.headers,
+            (b"content-length", str(len(reply.body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else reply.body})
+
+    async def _route(self, scope: Scope, receive: Receive) -> _Reply | None:
+        """The routes as Odoo's own: ``/jsonrpc``, ``/json/2/<model>/<method>`` (matched on
+        the raw path, each part then percent-decoded) and ``/web/version``."""
+        method = scope["method"]
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        parts = raw_path.decode("latin-1").split("/")
+        if raw_path == b"/web/version":
+            if method not in ("GET", "HEAD"):
+                return _not_allowed(b"GET,HEAD")
+            return self._version()
+        if raw_path == b"/jsonrpc":
+            route = "jsonrpc"
+        elif len(parts) == 5 and parts[:3] == ["", "json", "2"] and all(parts[3:]):
+            route = "json2"
+        else:
+            return _text(404, "404: Not Found", TEXT)
+        if method != "POST":
+            return _not_allowed(b"POST")
+        body = await _read_body(receive)
+        if body is None:
+            return None
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        request = _Request(headers, body)
+        if route == "jsonrpc":
+            return await self._jsonrpc(request)
+        model, name = (unquote(part) for part in parts[3:])
+        return await self._json2(request, model, name)
 
     # -- JSON-RPC ----------------------------------------------------------------------
 
-    async def _jsonrpc(self, request: web.Request) -> web.Response:
+    async def _jsonrpc(self, request: _Request) -> _Reply:
         self.requests += 1
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -206,13 +313,11 @@ class OdooStandIn:
         if fault is not None and fault.kind == "status":
             return self._html(fault.status)
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(request.body)
             params = body["params"]
             service, method, args = params["service"], params["method"], params.get("args", [])
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return web.Response(
-                status=400, text="<html>Bad Request</html>", content_type="text/html"
-            )
+            return _text(400, "<html>Bad Request</html>")
         request_id = body.get("id")
         try:
             if fault is not None and fault.kind == "error":
@@ -225,13 +330,13 @@ class OdooStandIn:
             payload["result"] = result
         return self._answer(payload, fault)
 
-    def _answer(self, payload: Any, fault: _Fault | None, status: int = 200) -> web.Response:
+    def _answer(self, payload: Any, fault: _Fault | None, status: int = 200) -> _Reply:
         data = orjson.dumps(payload)
         if fault is not None and fault.kind == "truncate":
             data = data[: max(1, len(data) // 2)]
-        return web.Response(status=status, body=data, content_type="application/json")
+        return _Reply(status, data, JSON)
 
-    def _rpc_error(self, request_id: Any, exc: OdooError) -> web.Response:
+    def _rpc_error(self, request_id: Any, exc: OdooError) -> _Reply:
         error = {
             "code": 200,
             "message": "Odoo Server Error",
@@ -316,37 +421,34 @@ class OdooStandIn:
 
     # -- JSON-2 ------------------------------------------------------------------------
 
-    async def _version(self, request: web.Request) -> web.Response:
+    def _version(self) -> _Reply:
         if not self.json2:
-            return web.Response(status=404, text="<html>Not Found</html>", content_type="text/html")
+            return _text(404, "<html>Not Found</html>")
         major = int(self.version.split(".")[0])
-        return web.json_response(
-            {"version_info": [major, 0, 0, "final", 0, ""], "version": self.version}
-        )
+        return _json_reply({"version_info": [major, 0, 0, "final", 0, ""], "version": self.version})
 
-    async def _json2(self, request: web.Request) -> web.Response:
+    async def _json2(self, request: _Request, model: str, method: str) -> _Reply:
         self.requests += 1
         if self.delay:
             await asyncio.sleep(self.delay)
         if not self.json2:
-            return web.Response(status=404, text="<html>Not Found</html>", content_type="text/html")
+            return _text(404, "<html>Not Found</html>")
         fault = self._take_fault()
         if fault is not None and fault.kind == "status":
             return self._html(fault.status)
-        auth = request.headers.get("Authorization", "")
+        auth = request.headers.get("authorization", "")
         key = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else ""
         if key not in self._keys:
             self.denied += 1
             return self._json2_error(OdooError(ACCESS_DENIED, "Access Denied"), 401)
-        database = request.headers.get("X-Odoo-Database", self.database)
+        database = request.headers.get("x-odoo-database", self.database)
         try:
             self._check_database(database)
-            body = orjson.loads(await request.read() or b"{}")
+            body = orjson.loads(request.body or b"{}")
             if not isinstance(body, dict):
                 raise OdooError("builtins.TypeError", "the body must be a JSON object")
             if fault is not None and fault.kind == "error":
                 raise OdooError(fault.name, fault.message)
-            model, method = request.match_info["model"], request.match_info["method"]
             self.calls[(model, method)] += 1
             ids = body.pop("ids", None)
             self._check_poison(method, body)
@@ -360,7 +462,7 @@ class OdooStandIn:
         return self._answer(result, fault)
 
     @staticmethod
-    def _json2_error(exc: OdooError, status: int) -> web.Response:
+    def _json2_error(exc: OdooError, status: int) -> _Reply:
         body = {
             "name": exc.name,
             "message": exc.message,
@@ -368,7 +470,7 @@ class OdooStandIn:
             "context": {},
             "debug": f"Traceback (most recent call last):\n  ...\n{exc.name}: {exc.message}\n",
         }
-        return web.json_response(body, status=status)
+        return _json_reply(body, status)
 
 
 _counter = itertools.count(1)
