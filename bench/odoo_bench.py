@@ -78,6 +78,11 @@ def start_standin() -> tuple[subprocess.Popen[str], str, str]:
     return proc, f"http://127.0.0.1:{port}", key
 
 
+def created(result: Any) -> int:
+    """The id of one created record: JSON-2's create answers a list of ids."""
+    return int(result[0] if isinstance(result, list) else result)
+
+
 async def seed(url: str, key: str) -> None:
     """A work center per machine, each with a started work order (through the API)."""
     rpc = OdooTransport(
@@ -86,25 +91,35 @@ async def seed(url: str, key: str) -> None:
     await rpc.open()
     try:
         for n in range(MACHINES):
-            center = await rpc.call(
-                "mrp.workcenter", "create", vals_list={"name": f"m{n}", "code": f"m{n}"}
+            center = created(
+                await rpc.call(
+                    "mrp.workcenter", "create", vals_list={"name": f"m{n}", "code": f"m{n}"}
+                )
             )
-            product = await rpc.call("product.product", "create", vals_list={"name": f"p{n}"})
+            product = created(
+                await rpc.call("product.product", "create", vals_list={"name": f"p{n}"})
+            )
             template = (
                 await rpc.call("product.product", "read", ids=[product], fields=["product_tmpl_id"])
             )[0]
-            bom = await rpc.call(
-                "mrp.bom", "create", vals_list={"product_tmpl_id": template["product_tmpl_id"][0]}
+            bom = created(
+                await rpc.call(
+                    "mrp.bom",
+                    "create",
+                    vals_list={"product_tmpl_id": template["product_tmpl_id"][0]},
+                )
             )
             await rpc.call(
                 "mrp.routing.workcenter",
                 "create",
                 vals_list={"name": "op", "bom_id": bom, "workcenter_id": center},
             )
-            production = await rpc.call(
-                "mrp.production",
-                "create",
-                vals_list={"product_id": product, "product_qty": 1e9, "bom_id": bom},
+            production = created(
+                await rpc.call(
+                    "mrp.production",
+                    "create",
+                    vals_list={"product_id": product, "product_qty": 1e9, "bom_id": bom},
+                )
             )
             await rpc.call("mrp.production", "action_confirm", ids=[production])
             workorder = await rpc.call(
