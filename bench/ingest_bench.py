@@ -44,7 +44,7 @@ from bench.common import (
     row,
     thread_cpu_seconds,
 )
-from buffer.rows import EventRow
+from buffer.rows import EventRow, Unstorable
 from buffer.sqlite import SqliteBuffer
 from drivers.base import Quality, Sample
 
@@ -112,11 +112,11 @@ class TimedBuffer(SqliteBuffer):
 
     def submit(
         self, rows: Sequence[EventRow], state: Mapping[str, str] | None = None
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[list[Unstorable]]:
         future = super().submit(rows, state)
         samples = sum(1 for r in rows if r.type == "sample")
 
-        def committed(done: asyncio.Future[None]) -> None:
+        def committed(done: asyncio.Future[list[Unstorable]]) -> None:
             now = time.perf_counter()
             if self.committed_at is not None and not done.exception():
                 self.committed_at.extend([now] * samples)

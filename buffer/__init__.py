@@ -1,15 +1,23 @@
 """The SQLite store-and-forward buffer. It knows events only as rows (buffer.rows) and
 imports neither ``agent`` nor ``drivers``."""
 
-from buffer.rows import BufferStats, ClaimedEvent, DeadLetter, DestinationStats, EventRow
-from buffer.sqlite import BufferError, SqliteBuffer
+from buffer.rows import (
+    BufferStats,
+    ClaimedEvent,
+    DeadLetter,
+    DestinationStats,
+    EventRow,
+    Unstorable,
+)
+from buffer.sqlite import BufferStoreError, SqliteBuffer
 
 __all__ = [
-    "BufferError",
     "BufferStats",
+    "BufferStoreError",
     "ClaimedEvent",
     "DeadLetter",
     "DestinationStats",
     "EventRow",
     "SqliteBuffer",
+    "Unstorable",
 ]

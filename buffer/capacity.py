@@ -16,7 +16,7 @@ The writer then makes room and tries again, in this order:
 Machine states, counts, scrap and alarms are never dropped for room.
 
 A SQLITE_FULL while the file is well below ``max_size`` is a really full disk: nothing is
-dropped, the append fails (``BufferError``: the disk is full) and the engine waits.
+dropped, the append fails (``BufferStoreError``: the disk is full) and the engine waits.
 
 Everything here runs in the buffer's writer thread.
 """
@@ -87,13 +87,21 @@ class Capacity:
             conn.execute(f"PRAGMA max_page_count = {max(16, self.max_size // page_size)}")
 
     def store(
-        self, rows: Sequence[EventRow], state: dict[str, str], conn: sqlite3.Connection
+        self,
+        rows: Sequence[EventRow],
+        state: dict[str, str],
+        conn: sqlite3.Connection,
+        *,
+        rejected: Counter[str] | None = None,
     ) -> None:
-        """Commit an append, making room by the policy when the file reached max_size."""
-        refused: Counter[str] = Counter()
+        """Commit an append, making room by the policy when the file reached max_size.
+        ``rejected``: events left out of it for their data, by type (counted with it)."""
+        dropped: Counter[tuple[str, str]] = Counter(
+            {("rejected", t): n for t, n in (rejected or {}).items()}
+        )
         while True:
             try:
-                queries.append_tx(rows, state, refused, conn)
+                queries.append_tx(rows, state, dropped, conn)
             except sqlite3.OperationalError as exc:
                 if not is_full(exc) or not self._at_limit(conn, rows):
                     raise  # a really full disk (or another error): the caller holds the rows
@@ -106,7 +114,7 @@ class Capacity:
                         " undelivered machine states, counts and alarms; they are kept and the"
                         " new events wait in memory until a destination takes some"
                     ) from exc
-                refused.update(row.type for row in rows if row.type == SAMPLE)
+                dropped.update(("refused", row.type) for row in rows if row.type == SAMPLE)
                 self._dropped(Counter(row.type for row in rows if row.type == SAMPLE), 0)
                 rows = kept
                 continue

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from buffer import queries, schema
 from buffer.rows import BufferStats, DeadLetter, StoredEvent
-from buffer.sqlite import BUSY_TIMEOUT_MS, BufferError, describe_error
+from buffer.sqlite import BUSY_TIMEOUT_MS, BufferStoreError, describe_error
 
 T = TypeVar("T")
 
@@ -30,7 +30,9 @@ class OperatorBuffer:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise BufferError(f"no buffer at {self.path} (has the agent run with this config?)")
+            raise BufferStoreError(
+                f"no buffer at {self.path} (has the agent run with this config?)"
+            )
         try:
             # mode=rw: never create a file that is not there.
             self._conn = sqlite3.connect(
@@ -39,10 +41,12 @@ class OperatorBuffer:
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             found = schema.version(self._conn)
         except sqlite3.Error as exc:
-            raise BufferError(f"cannot open the buffer {self.path}: {describe_error(exc)}") from exc
+            raise BufferStoreError(
+                f"cannot open the buffer {self.path}: {describe_error(exc)}"
+            ) from exc
         if found != schema.SCHEMA_VERSION:
             self._conn.close()
-            raise BufferError(_version_problem(self.path, found))
+            raise BufferStoreError(_version_problem(self.path, found))
 
     def __enter__(self) -> OperatorBuffer:
         return self
@@ -73,7 +77,7 @@ class OperatorBuffer:
         if ident is not None:
             event = self.show(ident)
             if event is None:
-                raise BufferError(f"no event {ident} in the buffer {self.path}")
+                raise BufferStoreError(f"no event {ident} in the buffer {self.path}")
             seqs = [event.seq]
         return self._run("requeue", lambda: queries.requeue_tx(destination, seqs, self._conn))
 
@@ -96,7 +100,9 @@ class OperatorBuffer:
         try:
             return fn()
         except sqlite3.Error as exc:
-            raise BufferError(f"buffer {self.path}: {doing} failed: {describe_error(exc)}") from exc
+            raise BufferStoreError(
+                f"buffer {self.path}: {doing} failed: {describe_error(exc)}"
+            ) from exc
 
 
 def _version_problem(path: Path, found: int) -> str:

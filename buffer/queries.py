@@ -145,19 +145,20 @@ def dropped_status(reason: str, event_type: str) -> str:
 def append_tx(
     rows: Sequence[EventRow],
     state: dict[str, str],
-    refused: Counter[str],
+    dropped: Counter[tuple[str, str]],
     conn: sqlite3.Connection,
 ) -> None:
-    """Events (each id once), rule state and the count of samples refused for lack of
-    room, in one transaction."""
+    """Events (each id once), rule state and the count of what the append gave up, by
+    (reason, type): samples refused for lack of room, events rejected for their data; in
+    one transaction."""
     now = time.time()
     with transaction(conn):
         if rows:  # an id repeated (in the batch or from before) is stored once
             insert_events(conn, rows, now)
         if state:
             upsert_state(conn, state)
-        if refused:
-            bump(conn, [("", dropped_status("refused", t), n) for t, n in refused.items()], now)
+        if dropped:
+            bump(conn, [("", dropped_status(r, t), n) for (r, t), n in dropped.items()], now)
 
 
 def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> None:

@@ -20,6 +20,18 @@ class EventRow(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Unstorable:
+    """What an append could not store because of its own data (a string that is not valid
+    UTF-8, a payload that is not bytes): it would fail every retry. It is left
+    out, counted (dropped, reason ``rejected``) and logged; the rest of the append was
+    stored. Either an event (``row``) or a rule-state key (``state_key``)."""
+
+    reason: str
+    row: EventRow | None = None
+    state_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedEvent:
     seq: int  # buffer-wide order of arrival
     id: str
@@ -44,9 +56,10 @@ class BufferStats:
     events: int = 0
     size_bytes: int = 0  # database + WAL on disk
     destinations: dict[str, DestinationStats] = field(default_factory=dict)
-    # Undelivered events the bounds took away, by (reason, type); reason is "full" (oldest
+    # Undelivered events the buffer gave up, by (reason, type); reason is "full" (oldest
     # samples dropped for room), "refused" (new samples not stored: only protected events
-    # were left) or "expired" (older than max_age). Kept in the file: totals since creation.
+    # were left), "expired" (older than max_age) or "rejected" (never stored: the event's
+    # own data could not be, see Unstorable). Kept in the file: totals since creation.
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)
     last_dropped_at: float | None = None
     evicted_delivered: int = 0  # delivered events removed before their retention, for room

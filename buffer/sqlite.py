@@ -1,9 +1,8 @@
 """SqliteBuffer: the durable store-and-forward outbox.
 
-Errors: every failure a caller sees is ``BufferError`` with a message for a person (disk
-full, database locked, I/O error, closed). It deliberately shares its name with the
-builtin; import it from here. Bad arguments (an unknown ``synchronous`` mode) raise
-``ValueError``.
+Errors: every failure a caller sees is ``BufferStoreError`` with a message for a person
+(disk full, database locked, I/O error, closed). Bad arguments (an unknown
+``synchronous`` mode) raise ``ValueError``.
 
 Threads: SQLite blocks, so each of the two connections lives in its own worker thread
 (``_Worker``). The writer connection does every write, so writes serialise; the reader
@@ -13,15 +12,27 @@ transaction rather than one per statement (a hop costs ~90 µs; aiosqlite hops p
 worker is a plain ``ThreadPoolExecutor`` thread, so a buffer that was never closed does
 not hang interpreter exit.
 
-Appends are group-committed: ``append()`` queues its rows and waits; one writer task takes
-what is queued (up to ``max_batch`` rows) and commits it in one transaction, then wakes
-every waiter. While one commit runs, new appends queue up and share the next one. It waits
-for more (at most ``commit_window`` after the oldest queued append) only when the last
-commit was shared, i.e. when appends come concurrently: a lone sequential appender is
-committed at once instead of paying the window on every append. A
-failed commit fails every append of that transaction and leaves nothing of it behind,
-except that an error caused by the data itself (a bad value in a row) is retried append by
-append, so only the append that carried it fails.
+Appends: ``append()`` (or ``submit()``, which does not wait) hands its rows and rule state
+to the writer thread at once, as one transaction, and returns when it is durable. There
+is no group commit: the agent has one appender, the engine, which waits for each commit
+before handing over the next, so there was never anything to group. Concurrent appenders
+are served one transaction each, in the order they called.
+
+What an append does when it fails depends on whose fault it is:
+
+- the file or the disk (full, I/O error, locked, the ``max_size`` bound with only
+  protected events left): the append fails as a whole with ``BufferStoreError`` and
+  leaves nothing behind; the caller keeps its rows and tries again later (the engine
+  holds them in memory) until the disk has room or works again.
+- the data of some rows (a string that is not valid UTF-8, a payload that is not
+  bytes: SQLite or the encoding refuses it the same way at every retry): those rows
+  are found (each tried alone in a transaction that is rolled back), everything else
+  is committed with the rule state in one transaction, and the rejected ones are counted
+  (dropped, reason ``rejected``), logged with their ids and returned (``Unstorable``). A
+  rule-state key that cannot be stored is left out the same way. Retrying such a row
+  would fail forever and hold up every event behind it. Only when no single row or key
+  fails alone (rows bad only together, e.g. an append beyond SQLite's 1 GB limit as a
+  whole) does the append fail as a whole.
 
 An event with no destination is stored (for replay) without delivery rows; ``prune``
 removes it once it is older than the cutoff.
@@ -36,19 +47,19 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections import Counter, deque
+import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from buffer import queries, schema
-from buffer.capacity import Capacity
+from buffer.capacity import Capacity, is_full
 from buffer.cleanmark import CleanMark
-from buffer.rows import BufferStats, ClaimedEvent, DeadLetter, EventRow, StoredEvent
+from buffer.rows import BufferStats, ClaimedEvent, DeadLetter, EventRow, StoredEvent, Unstorable
 
 T = TypeVar("T")
 
@@ -58,6 +69,7 @@ SYNCHRONOUS_MODES = ("full", "normal")
 BUSY_TIMEOUT_MS = 5000
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL is truncated to this after a checkpoint
 PRUNE_CHUNK = queries.CHUNK
+REJECTED_LOGGED = 10  # rejected rows logged one by one per append; the rest are summed up
 
 # Primary SQLite result codes -> what a person should read.
 _REASONS = {
@@ -71,6 +83,8 @@ _REASONS = {
     26: "the file is not a database",
 }
 _CORRUPTION = {11, 26}
+# What a row's own data makes SQLite or the encoding raise, the same at every retry (orjson's
+# JSONEncodeError is a TypeError, an unencodable str a ValueError).
 _DATA_ERRORS = (
     sqlite3.IntegrityError,
     sqlite3.InterfaceError,
@@ -82,7 +96,7 @@ _DATA_ERRORS = (
 )
 
 
-class BufferError(Exception):  # the public name; it shadows the builtin in this module
+class BufferStoreError(Exception):
     """The buffer could not do what was asked; the message says why, for a person."""
 
 
@@ -117,11 +131,14 @@ class _Worker:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, connect)
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Start ``fn`` in the thread now (after what was submitted before)."""
         if self._conn is None:
-            raise BufferError("the buffer is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._conn)
+            raise BufferStoreError("the buffer is closed")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.submit(fn)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -130,25 +147,11 @@ class _Worker:
         self._executor.shutdown(wait=False)
 
 
-@dataclass(slots=True)
-class _Append:
-    rows: tuple[EventRow, ...]
-    state: dict[str, str]
-    future: asyncio.Future[None]
-    queued_at: float  # loop time
-
-
 class SqliteBuffer:
     """The outbox. Open with ``await SqliteBuffer.open(path)``; close with ``close()``."""
 
     def __init__(
-        self,
-        path: Path,
-        commit_window: float,
-        max_batch: int,
-        writer: _Worker,
-        reader: _Worker,
-        max_size: int | None = None,
+        self, path: Path, writer: _Worker, reader: _Worker, max_size: int | None = None
     ) -> None:
         self.path = path
         self.corrupt_moved_to: Path | None = None
@@ -157,21 +160,11 @@ class SqliteBuffer:
         self.integrity_problem: str | None = None
         self._check_deferred = False
         self._check_task: asyncio.Task[None] | None = None
-        self.commit_window = commit_window
-        self.max_batch = max_batch
-        self.commits = 0  # append transactions committed (group commit: one per batch)
         self.capacity = Capacity(path, max_size)  # used in the writer thread only
         self._clean_mark = CleanMark(path)
-        self._last_commit_shared = False  # the last commit carried several appends
         self._writer = writer
         self._reader = reader
-        self._queue: deque[_Append] = deque()
-        self._inflight: list[_Append] = []
-        self._queued_rows = 0
-        self._wake = asyncio.Event()  # something was queued (or closing)
-        self._full = asyncio.Event()  # max_batch rows are queued (or closing)
         self._closing = False
-        self._write_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
 
     # -- opening and closing -----------------------------------------------------------
@@ -182,35 +175,35 @@ class SqliteBuffer:
         path: Path,
         *,
         synchronous: str = "full",
-        commit_window: float = 0.02,
-        max_batch: int = 1000,
         max_size: int | None = None,
+        commit_window: float | None = None,
     ) -> SqliteBuffer:
         """Open (creating or migrating) the buffer at ``path``. A file that is not a
         database or fails ``PRAGMA quick_check`` is moved aside (see ``corrupt_moved_to``)
         and a fresh buffer is created. ``max_size`` caps the database file in bytes: at
         the cap the policy of ``buffer.capacity`` makes room (delivered history, then the
-        oldest samples) and an append fails with BufferError only when nothing but
-        machine states, counts and alarms is left."""
+        oldest samples) and an append fails with BufferStoreError only when nothing but
+        machine states, counts and alarms is left.
+
+        ``commit_window`` is deprecated and ignored (there is no group commit any more);
+        it is accepted only until its last callers stop passing it."""
+        del commit_window
         if synchronous.lower() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
-        if commit_window < 0 or max_batch < 1:
-            raise ValueError("commit_window must be >= 0 and max_batch >= 1")
         path = Path(path)
         writer, reader = _Worker("floorgate-buffer-writer"), _Worker("floorgate-buffer-reader")
-        self = cls(path, commit_window, max_batch, writer, reader, max_size)
+        self = cls(path, writer, reader, max_size)
         try:
             await writer.start(partial(self._open_writer, synchronous.upper()))
             await reader.start(self._open_reader)
         except sqlite3.Error as exc:
             await writer.close()
             await reader.close()
-            raise BufferError(f"cannot open the buffer {path}: {describe_error(exc)}") from exc
+            raise BufferStoreError(f"cannot open the buffer {path}: {describe_error(exc)}") from exc
         except schema.SchemaTooNew as exc:
             await writer.close()
             await reader.close()
-            raise BufferError(f"cannot open the buffer {path}: {exc}") from exc
-        self._write_task = asyncio.create_task(self._write_loop(), name="buffer-writer")
+            raise BufferStoreError(f"cannot open the buffer {path}: {exc}") from exc
         if self._check_deferred:
             self._check_task = asyncio.create_task(self._check_integrity(), name="buffer-check")
         return self
@@ -274,30 +267,21 @@ class SqliteBuffer:
         return target
 
     async def close(self) -> None:
-        """Commit what is queued, then close both connections. Safe to call twice."""
+        """Let the appends already handed over commit, then close both connections (the
+        writer thread runs them in order). Safe to call twice."""
         if self._close_task is None:
             self._close_task = asyncio.ensure_future(self._close())
         await asyncio.shield(self._close_task)
 
     async def _close(self) -> None:
         self._closing = True
-        self._wake.set()
-        self._full.set()
         if self._check_task is not None:
             self._check_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._check_task
-        if self._write_task is not None:
-            await self._write_task
-        closed_cleanly = (
-            self._write_task is not None
-            and not self._write_task.cancelled()
-            and self._write_task.exception() is None
-            and self.integrity_problem is None
-        )
-        await self._writer.close()
+        await self._writer.close()  # after the appends handed over: one thread, in order
         await self._reader.close()
-        if closed_cleanly:
+        if self.integrity_problem is None:
             await asyncio.to_thread(self._clean_mark.write)
 
     async def _check_integrity(self) -> None:
@@ -318,107 +302,83 @@ class SqliteBuffer:
                 self.integrity_problem,
             )
 
-    # -- appending (group commit) ------------------------------------------------------
+    # -- appending ---------------------------------------------------------------------
 
     async def append(
         self, rows: Sequence[EventRow], state: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> list[Unstorable]:
         """Store events (one pending delivery per destination) and rule state in one
-        durable commit. Returns once committed; an id already stored is ignored."""
-        await self.submit(rows, state)
+        durable commit. Returns once committed; an id already stored is ignored. Returns
+        what was left out for its own data (see the module docstring), usually nothing."""
+        return await self.submit(rows, state)
 
     def submit(
         self, rows: Sequence[EventRow], state: Mapping[str, str] | None = None
-    ) -> asyncio.Future[None]:
-        """``append`` without waiting: queue the rows now, get the future of their commit.
+    ) -> asyncio.Future[list[Unstorable]]:
+        """``append`` without waiting: the commit starts in the writer thread now; get its
+        future. For a caller that goes on working while the commit runs (the engine
+        pipelines its rounds). Raises BufferStoreError at once when the buffer is closed."""
+        if self._closing:
+            raise BufferStoreError(f"the buffer {self.path} is closed")
+        rows, state = tuple(rows), dict(state or {})
+        if not rows and not state:
+            nothing: asyncio.Future[list[Unstorable]] = asyncio.get_running_loop().create_future()
+            nothing.set_result([])
+            return nothing
+        return self._writer.submit(partial(self._store, rows, state))
 
-        For a caller that goes on working while the commit runs (the engine pipelines its
-        rounds). The writer task picks the rows up at the caller's next await. Raises
-        BufferError at once when the buffer is closed."""
-        if self._closing or self._write_task is None or self._write_task.done():
-            raise BufferError(f"the buffer {self.path} is closed")
-        loop = asyncio.get_running_loop()
-        item = _Append(tuple(rows), dict(state or {}), loop.create_future(), loop.time())
-        if not item.rows and not item.state:
-            item.future.set_result(None)
-            return item.future
-        self._queue.append(item)
-        self._queued_rows += len(item.rows)
-        self._wake.set()
-        if self._queued_rows >= self.max_batch:
-            self._full.set()
-        return item.future
-
-    async def _write_loop(self) -> None:
+    def _store(
+        self, rows: Sequence[EventRow], state: dict[str, str], conn: sqlite3.Connection
+    ) -> list[Unstorable]:
+        """The append's transaction (writer thread). Rows and state keys whose own data
+        fails are found, left out and counted; any other failure fails the append."""
         try:
-            while True:
-                if not self._queue:
-                    if self._closing:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                await self._gather()
-                self._inflight = self._take()
-                await self._commit(self._inflight)
-                self._inflight = []
-        finally:  # cancelled: nobody may wait forever
-            for item in [*self._inflight, *self._queue]:
-                if not item.future.done():
-                    item.future.set_exception(BufferError(f"the buffer {self.path} is closed"))
-            self._queue.clear()
+            try:
+                self.capacity.store(rows, state, conn)
+                return []
+            except _DATA_ERRORS:
+                rejected = _unstorable(rows, state, conn)
+                if not rejected:
+                    raise  # not one row's doing: fail the append as a whole
+            bad_rows = {id(r.row) for r in rejected if r.row is not None}
+            bad_keys = {r.state_key for r in rejected if r.state_key is not None}
+            self.capacity.store(
+                [row for row in rows if id(row) not in bad_rows],
+                {k: v for k, v in state.items() if k not in bad_keys},
+                conn,
+                rejected=Counter(_printable(r.row.type) for r in rejected if r.row is not None),
+            )
+        except Exception as exc:
+            message = f"append to the buffer {self.path} failed: {describe_error(exc)}"
+            raise BufferStoreError(message) from exc
+        self._log_rejected(rejected)
+        return rejected
 
-    async def _gather(self) -> None:
-        """When appends come concurrently, wait until max_batch rows are queued or the
-        oldest append waited commit_window; a lone appender is committed at once."""
-        if len(self._queue) == 1 and not self._last_commit_shared:
-            return
-        delay = self._queue[0].queued_at + self.commit_window - asyncio.get_running_loop().time()
-        if delay <= 0 or self._closing:
-            return
-        self._full.clear()
-        if self._queued_rows >= self.max_batch:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._full.wait()
-
-    def _take(self) -> list[_Append]:
-        batch = [self._queue.popleft()]
-        n = len(batch[0].rows)
-        while self._queue and n + len(self._queue[0].rows) <= self.max_batch:
-            item = self._queue.popleft()
-            batch.append(item)
-            n += len(item.rows)
-        self._queued_rows -= n
-        return batch
-
-    async def _commit(self, batch: list[_Append]) -> None:
-        self._last_commit_shared = len(batch) > 1
-        rows = [row for item in batch for row in item.rows]
-        state = {key: value for item in batch for key, value in item.state.items()}
-        try:
-            await self._writer.call(partial(self.capacity.store, rows, state))
-        except _DATA_ERRORS as exc:
-            if len(batch) > 1:  # find the append that carries the bad value
-                for item in batch:
-                    await self._commit([item])
-                return
-            self._fail(batch, exc)
-        except Exception as exc:  # delivered to every waiter, who decides what to do
-            self._fail(batch, exc)
-        else:
-            self.commits += 1
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_result(None)
-
-    def _fail(self, batch: list[_Append], exc: Exception) -> None:
-        error = exc if isinstance(exc, BufferError) else None
-        message = f"append to the buffer {self.path} failed: {describe_error(exc)}"
-        for item in batch:
-            if not item.future.done():
-                item.future.set_exception(error or BufferError(message))
+    def _log_rejected(self, rejected: Sequence[Unstorable]) -> None:
+        for item in rejected[:REJECTED_LOGGED]:
+            if item.row is not None:
+                log.error(
+                    "event cannot be stored; dropped (counted as rejected) id=%s type=%s "
+                    "key=%s error=%s path=%s",
+                    _printable(item.row.id),
+                    _printable(item.row.type),
+                    _printable(item.row.key),
+                    item.reason,
+                    self.path,
+                )
+            else:
+                log.error(
+                    "rule state cannot be stored; left out key=%s error=%s path=%s",
+                    _printable(item.state_key),
+                    item.reason,
+                    self.path,
+                )
+        if len(rejected) > REJECTED_LOGGED:
+            log.error(
+                "more of the same append could not be stored; left out rejected=%d path=%s",
+                len(rejected) - REJECTED_LOGGED,
+                self.path,
+            )
 
     # -- the delivery side -------------------------------------------------------------
 
@@ -564,8 +524,63 @@ class SqliteBuffer:
 
     async def _run(self, worker: _Worker, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:
         if self._closing:
-            raise BufferError(f"the buffer {self.path} is closed")
+            raise BufferStoreError(f"the buffer {self.path} is closed")
         try:
             return await worker.call(fn)
         except sqlite3.Error as exc:
-            raise BufferError(f"buffer {self.path}: {doing} failed: {describe_error(exc)}") from exc
+            message = f"buffer {self.path}: {doing} failed: {describe_error(exc)}"
+            raise BufferStoreError(message) from exc
+
+
+# -- rows that cannot be stored (writer thread) ---------------------------------------------
+
+
+def _unstorable(
+    rows: Sequence[EventRow], state: dict[str, str], conn: sqlite3.Connection
+) -> list[Unstorable]:
+    """The rows and state keys that fail alone, each tried in a savepoint of one
+    transaction that is rolled back: nothing is written. Runs only after an append failed
+    on its data, so only then does each row cost a statement of its own."""
+    found: list[Unstorable] = []
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for row in rows:
+            reason = _fails(conn, partial(queries.insert_events, conn, [row], now))
+            if reason is not None:
+                found.append(Unstorable(reason, row=row))
+        for key, value in state.items():
+            reason = _fails(conn, partial(queries.upsert_state, conn, {key: value}))
+            if reason is not None:
+                found.append(Unstorable(reason, state_key=key))
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    return found
+
+
+def _fails(conn: sqlite3.Connection, attempt: Callable[[], object]) -> str | None:
+    """Why ``attempt`` fails on its data, or None (undone either way)."""
+    conn.execute("SAVEPOINT probe")
+    try:
+        attempt()
+    except _DATA_ERRORS as exc:
+        return describe_error(exc)
+    except sqlite3.OperationalError as exc:
+        if not is_full(exc):
+            raise  # the disk, not the data: the append fails as a whole
+        # No room for it here: the bound or the disk, not its data (Capacity.store decides).
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO probe")
+            conn.execute("RELEASE probe")
+        else:  # SQLite gave up the whole transaction (it may on SQLITE_FULL)
+            conn.execute("BEGIN IMMEDIATE")
+    return None
+
+
+def _printable(value: object) -> str:
+    """For logs and counter names: a str as it is, with what UTF-8 cannot carry escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return repr(value)

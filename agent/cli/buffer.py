@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")
+from agent.cli.loading import DEFAULT_CONFIG
 
 
 def register(sub: Any) -> None:
@@ -69,7 +69,7 @@ def register(sub: Any) -> None:
 
 
 def _run(func: Callable[..., int], args: argparse.Namespace) -> int:
-    from buffer import BufferError
+    from buffer import BufferStoreError
     from buffer.operator import OperatorBuffer
 
     path, max_size = _where(args)
@@ -77,7 +77,7 @@ def _run(func: Callable[..., int], args: argparse.Namespace) -> int:
     try:
         with OperatorBuffer(path) as buf:
             return func(buf, args, max_size)
-    except (BufferError, ValueError) as exc:
+    except (BufferStoreError, ValueError) as exc:
         print(f"floorgate buffer: {exc}", file=sys.stderr)
         return 1
 
@@ -100,7 +100,7 @@ def _warn_if_not_owner(path: Path) -> None:
 def _where(args: argparse.Namespace) -> tuple[Path, int | None]:
     if args.db is not None:
         return args.db, None
-    from agent.cli.main import load_or_exit
+    from agent.cli.loading import load_or_exit
 
     config = load_or_exit(args.config)
     return config.buffer_path, config.buffer.max_size
@@ -156,7 +156,7 @@ def _stats(buf: Any, args: argparse.Namespace, max_size: int | None) -> int:
         dropped = ", ".join(
             f"{t} {reason}: {n:,}" for (reason, t), n in sorted(stats.dropped.items())
         )
-        print(f"dropped by the bounds: {dropped} (last {_when(stats.last_dropped_at)})")
+        print(f"undelivered events dropped: {dropped} (last {_when(stats.last_dropped_at)})")
     if stats.evicted_delivered:
         print(f"delivered events removed early for room: {stats.evicted_delivered:,}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Union
 
@@ -20,6 +21,7 @@ from agent.config.common import (
 from agent.config.rules import (
     AlarmRuleConfig,
     CounterRuleConfig,
+    RuleConfig,
     SampleRuleConfig,
     StateRuleConfig,
 )
@@ -75,6 +77,18 @@ class MachineConfig(StrictModel):
     alarms: list[AlarmRuleConfig] = Field(default_factory=list)
     samples: list[SampleRuleConfig] = Field(default_factory=list)
 
+    def rule_entries(self) -> Iterator[tuple[tuple[str | int, ...], RuleConfig]]:
+        """Every rule of this machine with its place under the machine ("counters", 0), in
+        section order then config order. A section is one rule, a list of them, or None."""
+        for section in type(self).model_fields:
+            entries = getattr(self, section)
+            if isinstance(entries, RuleConfig):
+                yield (section,), entries
+            elif isinstance(entries, list):
+                for index, entry in enumerate(entries):
+                    if isinstance(entry, RuleConfig):
+                        yield (section, index), entry
+
 
 class SynchronousMode(enum.StrEnum):
     FULL = "full"  # survives a power cut
@@ -88,8 +102,12 @@ class BufferConfig(StrictModel):
     synchronous: SynchronousMode = Field(
         default=SynchronousMode.FULL, description="full (power-cut safe) | normal (faster)."
     )
-    commit_window: Duration = Field(
-        default=0.02, ge=0, description="Longest wait to group events into one commit."
+    commit_window: Duration | None = Field(
+        default=None,
+        description="Deprecated and ignored: the buffer no longer groups commits (the engine "
+        "commits each round at once). Still accepted so that older config files load; "
+        "remove it. The agent logs a warning when it is set.",
+        json_schema_extra={"deprecated": True},
     )
     max_size: Size = Field(
         default=1024**3,
@@ -106,6 +124,18 @@ class BufferConfig(StrictModel):
     retention: Duration = Field(
         default=7 * 86400.0, gt=0, description="How long delivered events are kept for replay."
     )
+
+    @model_validator(mode="after")
+    def _commit_window_is_ignored(self) -> BufferConfig:
+        # A warning, not an error: a plant's existing config must still start the agent.
+        if "commit_window" in self.model_fields_set:
+            import logging
+
+            logging.getLogger("floorgate.config").warning(
+                "buffer.commit_window is deprecated and ignored (the buffer no longer groups "
+                "commits); remove it from the config"
+            )
+        return self
 
 
 class HealthConfig(StrictModel):

@@ -3,7 +3,9 @@
 Events and the rule state that produced them are committed in one transaction, so a
 crash at any moment leaves the rules exactly where their last committed events left
 them. While a commit fails (disk full), the engine keeps what it made in memory,
-retries, and stops taking samples: drivers then wait on the bounded queue.
+retries, and stops taking samples: drivers then wait on the bounded queue. An event the
+buffer cannot store because of its own data (it would fail every retry) is not held: the
+buffer leaves it out, counts and logs it, and commits the rest (``dropped_rejected``).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from agent.pipeline.events import (
 from agent.pipeline.routing import Router
 from agent.rules import build_rules
 from agent.rules.base import Draft, Rule
-from buffer.rows import EventRow
-from buffer.sqlite import BufferError, SqliteBuffer
+from buffer.rows import EventRow, Unstorable
+from buffer.sqlite import BufferStoreError, SqliteBuffer
 from drivers.base import Sample
 
 log = logging.getLogger("floorgate.engine")
@@ -60,6 +62,7 @@ class EngineHealth:
     last_error: str | None = None
     pending_events: int = 0  # held in memory because commits fail (0 while they succeed)
     dropped_invalid: int = 0
+    dropped_rejected: int = 0  # events the buffer could not store for their own data
     held_samples_dropped: int = 0  # held in memory too long (buffer not writable): total
     held_samples_dropped_episode: int = 0  # ... since the buffer stopped being writable
 
@@ -106,8 +109,10 @@ class RuleEngine:
         self._sequence = 0
         self._rows: list[EventRow] = []
         self._state: dict[str, str] = {}
-        # The commit handed to the buffer and not yet confirmed: (rows, state, task).
-        self._inflight: tuple[list[EventRow], dict[str, str], asyncio.Future[None]] | None = None
+        # The commit handed to the buffer and not yet confirmed: (rows, state, future).
+        self._inflight: (
+            tuple[list[EventRow], dict[str, str], asyncio.Future[list[Unstorable]]] | None
+        ) = None
 
     async def sink(self, samples: Sequence[Sample]) -> None:
         """Given to drivers; waits when the engine is behind (bounded memory)."""
@@ -298,7 +303,7 @@ class RuleEngine:
         self._rows, self._state = [], {}
         try:
             commit = self.buffer.submit(rows, state)
-        except BufferError as exc:  # closed: held like any failed commit
+        except BufferStoreError as exc:  # closed: held like any failed commit
             commit = asyncio.get_running_loop().create_future()
             commit.set_exception(exc)
         # The commit's future is shielded where it is awaited: a cancel of run() must not
@@ -307,20 +312,22 @@ class RuleEngine:
         if final or self.health.commit_failing_since is not None:
             await self._settle(final)
         else:
-            # One turn of the loop lets the buffer's writer task hand the rows to its
-            # thread; without it the next round's rules would run before the commit
-            # even started (Queue.get does not yield while samples are waiting).
+            # The commit already runs in the buffer's thread. One turn of the loop per
+            # round all the same: Queue.get does not yield while samples are waiting, so
+            # in a flood nothing else (drivers, forwarders) would run between rounds.
             await asyncio.sleep(0)
 
     async def _settle(self, final: bool = False) -> bool:
         """Wait for the commit in flight. A failed one puts its events and state back in
-        front of what was made since, and the engine pauses a second before retrying."""
+        front of what was made since, and the engine pauses a second before retrying.
+        Events the buffer rejected for their own data were not stored and are not held
+        (retrying them would fail forever): the buffer logged and counted them."""
         if self._inflight is None:
             return True
         rows, state, commit = self._inflight
         try:
-            await asyncio.shield(commit)
-        except BufferError as exc:
+            rejected = await asyncio.shield(commit)
+        except BufferStoreError as exc:
             self._inflight = None
             self._rows = rows + self._rows
             self._state = {**state, **self._state}
@@ -330,6 +337,7 @@ class RuleEngine:
                 await asyncio.sleep(1.0)
             return False
         self._inflight = None
+        self.health.dropped_rejected += sum(1 for r in rejected if r.row is not None)
         if self.health.commit_failing_since is not None:
             log.info(
                 "buffer writable again pending=%d held_samples_dropped=%d",

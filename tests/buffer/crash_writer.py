@@ -10,7 +10,11 @@ flushes. A fourth task claims and acks delivered events meanwhile, so kills also
 in the middle of acks. Runs until killed.
 
 With MAX_SIZE (bytes) the buffer is bounded, every odd number is a ``sample`` and
-nothing is acked, so kills also land while the bound drops undelivered samples.
+nothing is acked, so kills also land while the bound drops undelivered samples. Then one
+appender alone takes the three batch sizes in turn and retries a refused append (only
+counts left) before it takes the next numbers, as the engine, the agent's only appender,
+does: appenders retrying on their own would commit out of order (each append is its own
+transaction), and the check reads what is committed from the newest ``last``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from buffer import BufferError, EventRow, SqliteBuffer
+from buffer import BufferStoreError, EventRow, SqliteBuffer
 
 BOUNDED = len(sys.argv) > 4
 
@@ -32,14 +36,16 @@ def row(n: int) -> EventRow:
     return EventRow(f"{n:012d}", kind, f"m{n % 4}", "2025-01-01T00:00:00+00:00", b"x" * 64, ("d",))
 
 
-async def appender(buffer: SqliteBuffer, numbers: itertools.count[int], size: int) -> None:
-    while True:
+async def appender(
+    buffer: SqliteBuffer, numbers: itertools.count[int], sizes: tuple[int, ...]
+) -> None:
+    for size in itertools.cycle(sizes):
         batch = [next(numbers) for _ in range(size)]
         while True:
             try:
                 await buffer.append([row(n) for n in batch], {"last": str(batch[-1])})
                 break
-            except BufferError:  # bounded and only counts left: wait, as the engine does
+            except BufferStoreError:  # bounded and only counts left: wait, as the engine does
                 if not BOUNDED:
                     raise
                 await asyncio.sleep(0.01)
@@ -56,14 +62,14 @@ async def acker(buffer: SqliteBuffer) -> None:
 
 
 async def main(path: Path, start: int, synchronous: str, max_size: int | None) -> None:
-    buffer = await SqliteBuffer.open(
-        path, synchronous=synchronous, commit_window=0.002, max_size=max_size
-    )
+    buffer = await SqliteBuffer.open(path, synchronous=synchronous, max_size=max_size)
     print(f"moved {buffer.corrupt_moved_to}" if buffer.corrupt_moved_to else "ready", flush=True)
     numbers = itertools.count(start)
-    # Bounded: no acks, so the bound has undelivered samples to drop, not history.
-    ackers = [] if max_size else [acker(buffer)]
-    await asyncio.gather(*(appender(buffer, numbers, size) for size in (1, 5, 13)), *ackers)
+    if max_size:  # no acks, so the bound has undelivered samples to drop, not history
+        await appender(buffer, numbers, (1, 5, 13))
+    else:
+        appenders = (appender(buffer, numbers, (size,)) for size in (1, 5, 13))
+        await asyncio.gather(*appenders, acker(buffer))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from floorgate_demo.receiver import EventReceiver
 from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
@@ -25,6 +26,7 @@ async def stop_agent(proc: subprocess.Popen[bytes]) -> int:
     return await asyncio.to_thread(proc.wait, 30)
 
 
+@pytest.mark.slow
 async def test_agent_moves_a_corrupt_buffer_aside_reports_it_and_keeps_working(
     tmp_path: Path,
 ) -> None:
@@ -86,6 +88,7 @@ async def limit_file_growth(agent: Agent, pages: int | None) -> None:
     await agent.buffer._writer.call(limit)
 
 
+@pytest.mark.slow
 async def test_full_disk_holds_events_in_memory_reports_it_and_recovers(tmp_path: Path) -> None:
     async with (
         SimulatorServer(SimulatedLine(seed=13), tick=0.05) as simulator,
@@ -133,7 +136,7 @@ async def test_metrics_count_what_the_size_bound_dropped(tmp_path: Path) -> None
         await simulator.start_tcp(port=0)
         raw = line_config(tmp_path / "state", simulator.port, receiver.url, 0)
         raw["health"] = {"enabled": False}
-        raw["buffer"] = {"commit_window": "5ms", "max_size": "1MiB"}
+        raw["buffer"] = {"max_size": "1MiB"}
         raw["destinations"][0]["event_types"] = ["machine.state", "production.count"]
         config = load_config(write_config(tmp_path / "config.yaml", raw), environ={})
         agent = Agent(config)
@@ -170,12 +173,11 @@ async def test_events_held_in_memory_stay_bounded_while_the_disk_is_full(tmp_pat
     """Only sample heartbeats keep coming while nothing commits: beyond the limit the
     oldest held samples go (counted), states and counts stay."""
     from agent.pipeline.engine import RuleEngine
-
     from buffer import EventRow, SqliteBuffer
 
     raw = line_config(tmp_path / "state", 1, "http://127.0.0.1:1/", 0)
     config = load_config(write_config(tmp_path / "config.yaml", raw), environ={})
-    buffer = await SqliteBuffer.open(config.buffer_path, commit_window=0)
+    buffer = await SqliteBuffer.open(config.buffer_path)
     try:
         engine = RuleEngine(config, buffer)
 
@@ -231,7 +233,7 @@ async def test_agent_prunes_by_retention_and_expires_by_max_age(tmp_path: Path) 
         await simulator.start_tcp(port=0)
         raw = line_config(state, simulator.port, receiver.url, 0)
         raw["health"] = {"enabled": False}
-        raw["buffer"] = {"commit_window": "5ms", "retention": "1d", "max_age": "2d"}
+        raw["buffer"] = {"retention": "1d", "max_age": "2d"}
         config = load_config(write_config(tmp_path / "config.yaml", raw), environ={})
         agent = Agent(config)
         await agent.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buffer import BufferError, EventRow, SqliteBuffer
+from buffer import BufferStoreError, EventRow, SqliteBuffer
 
 KiB = 1024
 PAYLOAD = b"x" * 1000
@@ -117,7 +117,9 @@ async def test_when_only_protected_events_remain_new_samples_are_refused(tmp_pat
     try:
         await buf.append(ids.rows(["sample"] * 20))
         counts: list[str] = []
-        with pytest.raises(BufferError, match=r"at its max_size .* only undelivered") as caught:
+        with pytest.raises(
+            BufferStoreError, match=r"at its max_size .* only undelivered"
+        ) as caught:
             for _ in range(1000):
                 batch = ids.rows(["production.count", "alarm", "machine.state", "sample"])
                 await buf.append(batch)
@@ -182,7 +184,7 @@ async def test_a_really_full_disk_fails_the_append_and_drops_nothing(tmp_path: P
     try:
         await buf.append(ids.rows(["sample"] * 50), {"n": "1"})
         await set_disk_room(buf, None)
-        with pytest.raises(BufferError, match="disk is full") as caught:
+        with pytest.raises(BufferStoreError, match="disk is full") as caught:
             for n in range(2, 100):
                 await buf.append(ids.rows(["sample"] * 50 + ["production.count"]), {"n": str(n)})
         assert str(path) in str(caught.value)
@@ -195,6 +197,41 @@ async def test_a_really_full_disk_fails_the_append_and_drops_nothing(tmp_path: P
         assert await buf.load_state() == {"n": "done"}
     finally:
         await buf.close()
+
+
+async def test_a_full_disk_fails_an_append_with_a_bad_row_whole_then_rejects_the_row_once(
+    tmp_path: Path,
+) -> None:
+    """A full disk is not the data's fault: the append fails as a whole (the caller holds
+    all of it, the bad row too) and nothing is counted; once there is room the bad row
+    alone is left out, counted once."""
+    path = tmp_path / "b.db"
+    ids = Ids()
+    buf = await SqliteBuffer.open(path, max_size=1024**3)
+    try:
+        await buf.append(ids.rows(["sample"] * 50), {"n": "1"})
+        await set_disk_room(buf, None)
+        with pytest.raises(BufferStoreError, match="disk is full"):
+            for n in range(2, 100):
+                good = ids.rows(["sample"] * 50 + ["production.count"])
+                await buf.append(good, {"n": str(n)})
+        bad = EventRow("bad", "alarm", "m1\udc80", "2025-01-01T00:00:00+00:00", b"{}", ("a",))
+        held = [*good[:25], bad, *good[25:]]
+        before = await buf.stats()
+        with pytest.raises(BufferStoreError, match="disk is full"):
+            await buf.append(held, {"n": str(n)})
+        after = await buf.stats()
+        assert after.events == before.events and after.dropped == {}  # nothing, not counted
+        await set_disk_room(buf, 1 << 30)  # space came back: the held append again
+        rejected = await buf.append(held, {"n": str(n)})
+        assert [r.row for r in rejected] == [bad]
+        stats = await buf.stats()
+        assert stats.events == before.events + len(good)
+        assert stats.dropped == {("rejected", "alarm"): 1}
+        assert await buf.load_state() == {"n": str(n)}
+    finally:
+        await buf.close()
+    check_counters(path)
 
 
 async def test_expire_drops_only_undelivered_events_older_than_max_age(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """SqliteBuffer on real SQLite files: append, claim, ack, dead letters, state, stats,
-corruption. Bounds and a full disk: test_bounds.py."""
+corruption, rows that cannot be stored. Bounds and a full disk: test_bounds.py."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from buffer import BufferError, EventRow, SqliteBuffer
+from buffer import BufferStoreError, EventRow, SqliteBuffer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,7 @@ def rows(
 
 @pytest.fixture
 async def buffer(tmp_path: Path) -> AsyncIterator[SqliteBuffer]:
-    buf = await SqliteBuffer.open(tmp_path / "state" / "buffer.db", commit_window=0.005)
+    buf = await SqliteBuffer.open(tmp_path / "state" / "buffer.db")
     yield buf
     await buf.close()
 
@@ -69,36 +70,18 @@ async def test_append_claim_ack_round_trip(buffer: SqliteBuffer) -> None:
     assert [e.id for e in await buffer.claim("a", 10)] == ["000000000002"]
 
 
-async def test_concurrent_appends_share_few_commits(tmp_path: Path) -> None:
-    buf = await SqliteBuffer.open(tmp_path / "b.db", commit_window=0.05)
+async def test_concurrent_appends_each_commit_whole_in_the_order_they_came(
+    tmp_path: Path,
+) -> None:
+    buf = await SqliteBuffer.open(tmp_path / "b.db")
     try:
-        await asyncio.gather(*(buf.append(rows(i * 10, 10)) for i in range(50)))
-        assert buf.commits <= 3
-        assert len(await buf.claim("a", 1000)) == 500
-    finally:
-        await buf.close()
-
-
-async def test_a_lone_sequential_appender_does_not_wait_for_the_window(tmp_path: Path) -> None:
-    buf = await SqliteBuffer.open(tmp_path / "b.db", commit_window=600.0)
-    try:
-        async with asyncio.timeout(60):  # ten appends would take 100 minutes if each waited
-            for i in range(10):
-                await buf.append(rows(i, 1))
-        assert buf.commits == 10
-    finally:
-        await buf.close()
-
-
-async def test_max_batch_splits_commits_without_splitting_an_append(tmp_path: Path) -> None:
-    buf = await SqliteBuffer.open(tmp_path / "b.db", commit_window=600.0, max_batch=100)
-    try:
-        async with asyncio.timeout(60):  # full batches do not wait for the 600 s window
-            await asyncio.gather(*(buf.append(rows(i * 25, 25)) for i in range(8)))
-        assert buf.commits == 2  # 4 + 4 appends of 25 rows
-        buf.commit_window = 0.01
-        await asyncio.gather(*(buf.append(rows(200 + i * 30, 30)) for i in range(4)))
-        assert buf.commits == 4  # 3 appends of 30 rows fit in 100, the fourth goes next
+        results = await asyncio.gather(
+            *(buf.append(rows(i * 10, 10), {f"appender-{i}": str(i)}) for i in range(50))
+        )
+        assert results == [[]] * 50  # nothing rejected
+        claimed = await buf.claim("a", 1000)
+        assert [int(e.id) for e in claimed] == list(range(500))  # one after another, in order
+        assert len(await buf.load_state()) == 50
     finally:
         await buf.close()
 
@@ -255,15 +238,15 @@ async def test_append_after_close_raises(tmp_path: Path) -> None:
     buf = await SqliteBuffer.open(tmp_path / "b.db")
     await buf.close()
     await buf.close()  # twice is fine
-    with pytest.raises(BufferError, match="closed"):
+    with pytest.raises(BufferStoreError, match="closed"):
         await buf.append(rows(0, 1))
-    with pytest.raises(BufferError, match="closed"):
+    with pytest.raises(BufferStoreError, match="closed"):
         await buf.claim("a", 1)
 
 
 async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
-    buf = await SqliteBuffer.open(path, commit_window=10.0)
+    buf = await SqliteBuffer.open(path)
     pending = asyncio.ensure_future(buf.append(rows(0, 3)))
     await asyncio.sleep(0)
     await buf.close()
@@ -313,21 +296,82 @@ async def test_newer_schema_is_refused_not_moved(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(BufferError, match="newer"):
+    with pytest.raises(BufferStoreError, match="newer"):
         await SqliteBuffer.open(path)
     assert path.exists()
 
 
-async def test_a_bad_row_fails_only_its_own_append(buffer: SqliteBuffer) -> None:
+def unstorable_rows() -> list[EventRow]:
+    """Rows whose own data SQLite or the encoding refuses, the same at every retry."""
+    return [
+        # A lone surrogate (what decoding bad bytes with surrogateescape leaves): not
+        # valid UTF-8, so the JSON document of the batch cannot be written.
+        EventRow("bad-key", "sample", "m1\udc80", "2025-01-01T00:00:00+00:00", b"{}", ("a",)),
+        # The same in a destination's name: the batch's routes cannot be written.
+        EventRow("bad-route", "sample", "m1", "t", b"{}", ("a", "b\udc80")),
+        # A payload that is not bytes cannot be cut out of the batch's blob.
+        EventRow("bad-payload", "sample", "m1", "t", "{}", ("a",)),  # type: ignore[arg-type]
+    ]
+
+
+async def test_rows_that_cannot_be_stored_are_rejected_counted_and_the_rest_committed(
+    buffer: SqliteBuffer, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = unstorable_rows()
+    with caplog.at_level(logging.ERROR, logger="floorgate.buffer"):
+        rejected = await buffer.append(
+            [*rows(0, 2), bad[0], *rows(2, 1), bad[1], bad[2], *rows(3, 1)], {"seq": "4"}
+        )
+    assert [r.row for r in rejected] == bad
+    assert "surrogates not allowed" in rejected[0].reason
+    assert "surrogates not allowed" in rejected[1].reason
+    assert "expected a bytes-like object, str found" in rejected[2].reason
+    assert all(r.state_key is None for r in rejected)
+    # The others and the rule state went in, in one commit, in their order.
+    assert [int(e.id) for e in await buffer.claim("a", 10)] == [0, 1, 2, 3]
+    assert await buffer.load_state() == {"seq": "4"}
+    stats = await buffer.stats()
+    assert stats.events == 4 and stats.destinations["a"].pending == 4
+    assert stats.dropped == {("rejected", "sample"): 3}  # counted in the file
+    assert counted(buffer.path) == {("a", "pending"): 4}
+    logged = [r.getMessage() for r in caplog.records if "cannot be stored" in r.getMessage()]
+    assert len(logged) == 3
+    assert "id=bad-key" in logged[0] and "key=m1\\udc80" in logged[0]
+    assert "id=bad-route" in logged[1] and "id=bad-payload" in logged[2]
+    # The next appends are not held up by them.
+    assert await buffer.append(rows(4, 2)) == []
+    assert len(await buffer.claim("a", 10)) == 6
+
+
+async def test_an_append_of_nothing_but_bad_rows_stores_only_its_state(
+    buffer: SqliteBuffer,
+) -> None:
+    rejected = await buffer.append(unstorable_rows()[:1], {"k": "v"})
+    assert len(rejected) == 1
+    assert await buffer.claim("a", 10) == []
+    assert await buffer.load_state() == {"k": "v"}
+    assert (await buffer.stats()).dropped == {("rejected", "sample"): 1}
+
+
+async def test_a_state_key_that_cannot_be_stored_is_left_out(buffer: SqliteBuffer) -> None:
+    rejected = await buffer.append(rows(0, 2), {"good": "1", "bad\udc80": "2"})
+    assert [(r.row, r.state_key) for r in rejected] == [(None, "bad\udc80")]
+    assert await buffer.load_state() == {"good": "1"}
+    assert len(await buffer.claim("a", 10)) == 2
+    assert (await buffer.stats()).dropped == {}  # no event was lost
+
+
+async def test_concurrent_appends_with_a_bad_row_do_not_affect_each_other(
+    buffer: SqliteBuffer,
+) -> None:
     bad = EventRow("bad", "sample", "m1", "t", object(), ("a",))  # type: ignore[arg-type]
     results = await asyncio.gather(
         buffer.append(rows(0, 2)),
         buffer.append([bad]),
         buffer.append(rows(2, 2)),
-        return_exceptions=True,
     )
-    assert results[0] is None and results[2] is None
-    assert isinstance(results[1], BufferError)
+    assert results[0] == [] and results[2] == []
+    assert [r.row for r in results[1]] == [bad]
     assert [int(e.id) for e in await buffer.claim("a", 10)] == [0, 1, 2, 3]
 
 
