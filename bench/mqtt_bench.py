@@ -182,7 +182,7 @@ async def forwarder_rate(
 ) -> tuple[float, int]:
     """Events/s drained from a buffered backlog through DeliveryLoop + MqttForwarder."""
     path = tmp / f"buffer-{protocol}.db"
-    buffer = await SqliteBuffer.open(path, synchronous="full", commit_window=0.0)
+    buffer = await SqliteBuffer.open(path, synchronous="full")
     try:
         for start in range(0, len(events), 10_000):
             await buffer.append(events[start : start + 10_000])

@@ -176,18 +176,13 @@ class SqliteBuffer:
         *,
         synchronous: str = "full",
         max_size: int | None = None,
-        commit_window: float | None = None,
     ) -> SqliteBuffer:
         """Open (creating or migrating) the buffer at ``path``. A file that is not a
         database or fails ``PRAGMA quick_check`` is moved aside (see ``corrupt_moved_to``)
         and a fresh buffer is created. ``max_size`` caps the database file in bytes: at
         the cap the policy of ``buffer.capacity`` makes room (delivered history, then the
         oldest samples) and an append fails with BufferStoreError only when nothing but
-        machine states, counts and alarms is left.
-
-        ``commit_window`` is deprecated and ignored (there is no group commit any more);
-        it is accepted only until its last callers stop passing it."""
-        del commit_window
+        machine states, counts and alarms is left."""
         if synchronous.lower() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         path = Path(path)

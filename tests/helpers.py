@@ -102,7 +102,6 @@ def line_config(
                 "retry": {"initial": "100ms", "max": "500ms"},
             }
         ],
-        "buffer": {"commit_window": "5ms"},
         "health": {"port": health_port},
     }
 

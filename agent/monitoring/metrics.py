@@ -118,8 +118,9 @@ class AgentCollector(Collector):
         stats = self.agent.buffer_stats
         dropped = CounterMetricFamily(
             "floorgate_buffer_dropped_events",
-            "Undelivered events dropped by the buffer bounds (reason full, refused, expired:"
-            " totals kept in the buffer file) or held in memory too long (held: since start)",
+            "Undelivered events dropped by the buffer bounds (reason full, refused, expired),"
+            " or that the buffer could not store (rejected): totals kept in the buffer file;"
+            " or held in memory too long (held: since start)",
             labels=["type", "reason"],
         )
         for (reason, event_type), count in sorted(stats.dropped.items()):

@@ -62,7 +62,6 @@ class Agent:
         self.buffer = await SqliteBuffer.open(
             config.buffer_path,
             synchronous=config.buffer.synchronous.value,
-            commit_window=config.buffer.commit_window,
             max_size=config.buffer.max_size,
         )
         if self.buffer.corrupt_moved_to:

@@ -38,7 +38,7 @@ def event_row(n: int, machine: str) -> EventRow:
 
 @pytest.fixture
 async def buffer(tmp_path: Path) -> AsyncIterator[SqliteBuffer]:
-    buf = await SqliteBuffer.open(tmp_path / "buffer.db", commit_window=0.0)
+    buf = await SqliteBuffer.open(tmp_path / "buffer.db")
     yield buf
     await buf.close()
 

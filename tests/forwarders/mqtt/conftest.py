@@ -37,7 +37,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
 
 @pytest.fixture
 async def buffer(tmp_path: Path) -> AsyncIterator[SqliteBuffer]:
-    buf = await SqliteBuffer.open(tmp_path / "buffer.db", commit_window=0.0)
+    buf = await SqliteBuffer.open(tmp_path / "buffer.db")
     yield buf
     await buf.close()
 

@@ -206,7 +206,7 @@ async def test_access_denied_stops_the_destination_without_a_retry_storm(
         key_file = tmp_path / "key"
         key_file.write_text("expired-key\n")
         press = Machine("press1")
-        buffer = await SqliteBuffer.open(tmp_path / "buffer.db", commit_window=0.0)
+        buffer = await SqliteBuffer.open(tmp_path / "buffer.db")
         try:
             await buffer.append(rows(claimed(press.state(MachineStateValue.DOWN, at(0)))))
             forwarder = OdooForwarder(
@@ -237,7 +237,7 @@ async def test_a_missing_work_center_waits_then_flows_once_created(
         key_file = tmp_path / "key"
         key_file.write_text(standin.api_key)
         press = Machine("press1")
-        buffer = await SqliteBuffer.open(tmp_path / "buffer.db", commit_window=0.0)
+        buffer = await SqliteBuffer.open(tmp_path / "buffer.db")
         try:
             events = claimed(
                 press.state(MachineStateValue.DOWN, at(0)),
@@ -272,7 +272,7 @@ async def test_odoo_down_for_a_while_then_every_record_once(tmp_path: Path) -> N
         key_file = tmp_path / "key"
         key_file.write_text(standin.api_key)
         press = Machine("press1")
-        buffer = await SqliteBuffer.open(tmp_path / "buffer.db", commit_window=0.0)
+        buffer = await SqliteBuffer.open(tmp_path / "buffer.db")
         try:
             forwarder = OdooForwarder(
                 odoo_config(standin, key_file), AgentSection(id="gw-test", state_dir=tmp_path)
