@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
 UNIT = REPO / "systemd" / "floorgate.service"
+DOCS = REPO / "docs"
 LOCK = PACKAGING / "lock" / "runtime.txt"
 PREFIX = "/opt/floorgate"
 DEFAULT_PYTHON = "/usr/bin/python3.11"
@@ -313,6 +314,16 @@ def install_file(origin: Path, dest: Path, mode: int = 0o644) -> None:
     dest.chmod(mode)
 
 
+def doc_pages(docs: Path = DOCS) -> list[Path]:
+    """The documentation pages: docs/**/*.md, without the templates docs/generate.py fills
+    in (generate.py itself is no page either)."""
+    return [
+        page
+        for page in sorted(docs.rglob("*.md"))
+        if "templates" not in page.relative_to(docs).parts
+    ]
+
+
 def lay_out_system_files(stage: Path, unit: Path) -> None:
     if not unit.is_file():
         raise BuildError(f"{unit} is missing: the package ships the systemd unit")
@@ -327,6 +338,14 @@ def lay_out_system_files(stage: Path, unit: Path) -> None:
     doc = stage / "usr/share/doc/floorgate"
     install_file(example, doc / "config.example.yaml")
     install_file(REPO / "README.md", doc / "README.md")
+    # The pages the README links to, as docs/ beside it: its relative links (docs/buffer.md)
+    # and theirs (../config.example.yaml, sources/modbus.md) work as in the repository.
+    # Uncompressed, unlike most of /usr/share/doc, so that the links keep working.
+    pages = doc_pages()
+    if not pages:
+        raise BuildError(f"{DOCS} has no pages: the package ships the documentation")
+    for page in pages:
+        install_file(page, doc / page.relative_to(REPO))
     # Other files beside the unit (drop-in examples such as serial-port access).
     for extra in sorted(unit.parent.glob("*")):
         if extra.is_file() and extra != unit:

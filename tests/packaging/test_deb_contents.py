@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import marshal
+import posixpath
 import re
 import subprocess
 import tarfile
@@ -19,6 +20,7 @@ from tests.packaging.debs import REPO, Debs, load_build_script, run
 pytestmark = pytest.mark.timeout(1200)  # the first test builds the package (bounded)
 
 PREFIX = "opt/floorgate"
+DOC = "usr/share/doc/floorgate"
 SITE = f"{PREFIX}/lib/python3.11/site-packages"
 UNIT = REPO / "systemd/floorgate.service"
 
@@ -98,6 +100,44 @@ def test_system_files_are_in_place(data: tarfile.TarFile) -> None:
     for doc in ("copyright", "changelog.gz", "python-packages.txt"):
         assert f"usr/share/doc/floorgate/{doc}" in members
     assert "usr/share/lintian/overrides/floorgate" in members
+
+
+def _doc_links(page: str, text: str) -> list[str]:
+    """The relative link targets of a shipped Markdown page, as package paths (code
+    blocks, URLs and anchors within the page left out)."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    found = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        file = target.partition("#")[0]
+        if file and not re.match(r"^[a-z][a-z0-9+.-]*:", file, re.I):
+            found.append(posixpath.normpath(posixpath.join(posixpath.dirname(page), file)))
+    return found
+
+
+def test_documentation_is_shipped_beside_the_readme(data: tarfile.TarFile) -> None:
+    """README.md and docs/ side by side, as in the repository, so the README's links to
+    the pages and the pages' links to each other work in /usr/share/doc/floorgate."""
+    members = _members(data)
+    assert read(data, f"{DOC}/README.md") == (REPO / "README.md").read_bytes()
+    for page in ("install.md", "buffer.md", "configuration.md", "sources/modbus.md"):
+        assert read(data, f"{DOC}/docs/{page}") == (REPO / "docs" / page).read_bytes()
+    shipped = [n for n, m in members.items() if n.startswith(f"{DOC}/docs/") and m.isfile()]
+    # The pages only: not docs/generate.py, not the templates it fills in.
+    assert shipped and all(name.endswith(".md") for name in shipped), shipped
+    assert not [name for name in shipped if "/templates/" in name]
+    # Links into README.md, config.example.yaml and docs/ resolve in the package (links
+    # into the source tree, such as agent/registry.py, are for readers of the repository).
+    pages = [f"{DOC}/README.md", *shipped]
+    checked, broken = 0, []
+    for page in pages:
+        for target in _doc_links(page, read(data, page).decode()):
+            relative = target.removeprefix(f"{DOC}/")
+            if relative in ("README.md", "config.example.yaml") or relative.startswith("docs/"):
+                checked += 1
+                if target not in members:
+                    broken.append(f"{page} -> {target}")
+    assert not broken, broken
+    assert checked > 20, checked  # the README alone links a dozen pages
 
 
 def test_unit_and_package_agree(data: tarfile.TarFile) -> None:
