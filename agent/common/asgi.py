@@ -22,6 +22,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -35,6 +36,47 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 # uvicorn's start and stop lines would only repeat what the caller logs ("agent started
 # ... health=", "middleware receiver at ..."); its errors still show.
 logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+async def send_reply(send: Send, reply: Reply, *, head: bool = False) -> None:
+    """The whole answer at once, with its length; ``head``: the headers only (HEAD)."""
+    headers = [
+        (b"content-type", reply.content_type.encode()),
+        (b"content-length", str(len(reply.body)).encode()),
+        *reply.headers,
+    ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else reply.body})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body; None when the client went away first. Raises
+    BodyTooLarge past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 class _Server(uvicorn.Server):

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from agent.common.asgi import AsgiServer, Receive, Scope, Send
+from agent.common.asgi import AsgiServer, Receive, Scope, Send, send_reply
+from agent.common.asgi import Reply as AsgiReply
 from agent.common.secrets import read_secret
 from agent.monitoring.metrics import make_registry, render
 from agent.monitoring.report import health_report
@@ -70,13 +71,7 @@ class HealthServer:
             extra.append((b"www-authenticate", b"Bearer"))
         else:
             status, body, content_type = handler()
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        await send_reply(send, AsgiReply(status, body, content_type, extra), head=method == "HEAD")
 
     def _authorized(self, scope: Scope) -> bool:
         # /healthz stays open: liveness probes carry no credentials and it reveals nothing.

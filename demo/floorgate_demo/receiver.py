@@ -28,13 +28,22 @@ import json
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 import orjson
 
-from agent.common.asgi import AsgiServer, Receive, Scope, Send
+from agent.common.asgi import (
+    AsgiServer,
+    BodyTooLarge,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    read_body,
+    send_reply,
+)
 
 BATCH_TYPE = "application/cloudevents-batch+json"
 SINGLE_TYPE = "application/cloudevents+json"
@@ -63,20 +72,12 @@ class ReceivedRequest:
     status: int  # what the receiver answered
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    body: bytes
-    content_type: str = TEXT
-    headers: Headers = field(default_factory=list)
+def _text(status: int, text: str, headers: Headers | None = None) -> Reply:
+    return Reply(status, text.encode(), TEXT, headers or [])
 
 
-def _text(status: int, text: str, headers: Headers | None = None) -> _Reply:
-    return _Reply(status, text.encode(), TEXT, headers or [])
-
-
-def _json(body: bytes) -> _Reply:
-    return _Reply(200, body, JSON)
+def _json(body: bytes) -> Reply:
+    return Reply(200, body, JSON)
 
 
 def _content_type(raw: str | None) -> str:
@@ -86,28 +87,6 @@ def _content_type(raw: str | None) -> str:
         return "application/octet-stream"
     media_type = raw.partition(";")[0].strip().lower()
     return media_type if media_type.count("/") == 1 else "text/plain"
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None when the client went away first. Raises _TooLarge
-    past MAX_BODY."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -289,7 +268,7 @@ class EventReceiver:
         if scope["type"] != "http":
             return
         method = scope["method"]
-        reply: _Reply | None
+        reply: Reply | None
         if scope["path"] != "/events":
             reply = _text(404, "404: Not Found")
         elif method == "POST":
@@ -300,15 +279,9 @@ class EventReceiver:
             reply = _text(405, "405: Method Not Allowed", [(b"allow", b"GET,HEAD,POST")])
         if reply is None:
             return  # the client went away before its body was in
-        headers = [
-            (b"content-type", reply.content_type.encode()),
-            (b"content-length", str(len(reply.body)).encode()),
-            *reply.headers,
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else reply.body})
+        await send_reply(send, reply, head=method == "HEAD")
 
-    def _handle_summary(self) -> _Reply:
+    def _handle_summary(self) -> Reply:
         summary = {
             "events": len(self._events),
             "duplicates": self._duplicates,
@@ -317,10 +290,10 @@ class EventReceiver:
         }
         return _json(orjson.dumps(summary))
 
-    async def _handle_post(self, scope: Scope, receive: Receive) -> _Reply | None:
+    async def _handle_post(self, scope: Scope, receive: Receive) -> Reply | None:
         try:
-            body = await _read_body(receive)
-        except _TooLarge:  # answered unread, so the connection cannot be reused
+            body = await read_body(receive, MAX_BODY)
+        except BodyTooLarge:  # answered unread, so the connection cannot be reused
             message = f"Maximum request body size {MAX_BODY} exceeded."
             return _text(413, message, [(b"connection", b"close")])
         if body is None:
@@ -337,7 +310,7 @@ class EventReceiver:
             self._changed.notify_all()
         return reply
 
-    def _answer(self, scope: Scope, headers: dict[str, str], body: bytes) -> _Reply:
+    def _answer(self, scope: Scope, headers: dict[str, str], body: bytes) -> Reply:
         planned = self._take_planned()
         if planned is not None:
             extra = (

@@ -71,7 +71,7 @@ def test_agent_and_buffer_changes_are_refused_with_a_reason(
 ) -> None:
     old = _base(tmp_path)
     new = copy.deepcopy(old)
-    new[section][key] = value
+    new.setdefault(section, {})[key] = value
     with pytest.raises(ReloadRefused, match=f"the {section} section changed"):
         plan_reload(_load(tmp_path, old, "a.yaml"), _load(tmp_path, new, "b.yaml"))
 

@@ -28,14 +28,23 @@ import collections
 import itertools
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote
 
 import orjson
 
-from agent.common.asgi import AsgiServer, Receive, Scope, Send
+from agent.common.asgi import (
+    AsgiServer,
+    BodyTooLarge,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    read_body,
+    send_reply,
+)
 from tests.forwarders.odoo.standin_orm import Database, OdooError
 
 ACCESS_DENIED = "odoo.exceptions.AccessDenied"
@@ -76,53 +85,23 @@ JSON = "application/json"  # what the API answers carry: bytes, no charset
 JSON_UTF8 = "application/json; charset=utf-8"  # /web/version and JSON-2 errors
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    body: bytes
-    content_type: str
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+def _text(status: int, text: str, content_type: str = HTML) -> Reply:
+    return Reply(status, text.encode(), content_type)
 
 
-def _text(status: int, text: str, content_type: str = HTML) -> _Reply:
-    return _Reply(status, text.encode(), content_type)
-
-
-def _json_reply(data: Any, status: int = 200) -> _Reply:
+def _json_reply(data: Any, status: int = 200) -> Reply:
     """JSON as the standard library writes it (``", "`` and ``": "``), charset=utf-8."""
-    return _Reply(status, json.dumps(data).encode(), JSON_UTF8)
+    return Reply(status, json.dumps(data).encode(), JSON_UTF8)
 
 
-def _not_allowed(allow: bytes) -> _Reply:
-    return _Reply(405, b"405: Method Not Allowed", TEXT, [(b"allow", allow)])
+def _not_allowed(allow: bytes) -> Reply:
+    return Reply(405, b"405: Method Not Allowed", TEXT, [(b"allow", allow)])
 
 
 @dataclass(frozen=True, slots=True)
 class _Request:
     headers: dict[str, str]  # names lower-cased; a repeated header keeps its first value
     body: bytes
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None when the client went away first. Raises _TooLarge
-    past MAX_BODY."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 @dataclass
@@ -247,7 +226,7 @@ class OdooStandIn:
         return fault
 
     @staticmethod
-    def _html(status: int) -> _Reply:
+    def _html(status: int) -> Reply:
         reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
         text = HTML_ERROR.format(status=status, reason=reason.get(status, "Error"))
         return _text(status, text)
@@ -260,20 +239,14 @@ class OdooStandIn:
         method = scope["method"]
         try:
             reply = await self._route(scope, receive)
-        except _TooLarge:  # answered unread, so the connection cannot be reused
+        except BodyTooLarge:  # answered unread, so the connection cannot be reused
             text = f"Maximum request body size {MAX_BODY} exceeded"
-            reply = _Reply(413, text.encode(), TEXT, [(b"connection", b"close")])
+            reply = Reply(413, text.encode(), TEXT, [(b"connection", b"close")])
         if reply is None:
             return  # the client went away before its body was in
-        headers = [
-            (b"content-type", reply.content_type.encode()),
-            *reply.headers,
-            (b"content-length", str(len(reply.body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else reply.body})
+        await send_reply(send, reply, head=method == "HEAD")
 
-    async def _route(self, scope: Scope, receive: Receive) -> _Reply | None:
+    async def _route(self, scope: Scope, receive: Receive) -> Reply | None:
         """The routes as Odoo's own: ``/jsonrpc``, ``/json/2/<model>/<method>`` (matched on
         the raw path, each part then percent-decoded) and ``/web/version``."""
         method = scope["method"]
@@ -291,7 +264,7 @@ class OdooStandIn:
             return _text(404, "404: Not Found", TEXT)
         if method != "POST":
             return _not_allowed(b"POST")
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_BODY)
         if body is None:
             return None
         headers: dict[str, str] = {}
@@ -305,7 +278,7 @@ class OdooStandIn:
 
     # -- JSON-RPC ----------------------------------------------------------------------
 
-    async def _jsonrpc(self, request: _Request) -> _Reply:
+    async def _jsonrpc(self, request: _Request) -> Reply:
         self.requests += 1
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -330,13 +303,13 @@ class OdooStandIn:
             payload["result"] = result
         return self._answer(payload, fault)
 
-    def _answer(self, payload: Any, fault: _Fault | None, status: int = 200) -> _Reply:
+    def _answer(self, payload: Any, fault: _Fault | None, status: int = 200) -> Reply:
         data = orjson.dumps(payload)
         if fault is not None and fault.kind == "truncate":
             data = data[: max(1, len(data) // 2)]
-        return _Reply(status, data, JSON)
+        return Reply(status, data, JSON)
 
-    def _rpc_error(self, request_id: Any, exc: OdooError) -> _Reply:
+    def _rpc_error(self, request_id: Any, exc: OdooError) -> Reply:
         error = {
             "code": 200,
             "message": "Odoo Server Error",
@@ -421,13 +394,13 @@ class OdooStandIn:
 
     # -- JSON-2 ------------------------------------------------------------------------
 
-    def _version(self) -> _Reply:
+    def _version(self) -> Reply:
         if not self.json2:
             return _text(404, "<html>Not Found</html>")
         major = int(self.version.split(".")[0])
         return _json_reply({"version_info": [major, 0, 0, "final", 0, ""], "version": self.version})
 
-    async def _json2(self, request: _Request, model: str, method: str) -> _Reply:
+    async def _json2(self, request: _Request, model: str, method: str) -> Reply:
         self.requests += 1
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -462,7 +435,7 @@ class OdooStandIn:
         return self._answer(result, fault)
 
     @staticmethod
-    def _json2_error(exc: OdooError, status: int) -> _Reply:
+    def _json2_error(exc: OdooError, status: int) -> Reply:
         body = {
             "name": exc.name,
             "message": exc.message,
