@@ -393,13 +393,13 @@ async def test_slow_server_times_out_as_transient(
     forwarder = forwarders(config(url, timeout="200ms"))
     await forwarder.connect()
 
-    started = time.monotonic()
+    # The server answers only once released, after send() returns: the Transient can only
+    # come from the forwarder's own timeout (no wall-clock figure needed to prove it).
     try:
         with pytest.raises(Transient, match="middleware"):
             await forwarder.send([claimed(1)])
     finally:
         release.set()
-    assert time.monotonic() - started < 1.5
 
 
 async def test_connection_dropped_mid_request_is_transient(
