@@ -34,7 +34,11 @@ class SystemdNotifier:
         self._status: str | None = None
         self._failed = False
         if self._address:
-            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: the agent sends from its event loop, and a socket nobody reads
+            # (a supervisor other than systemd) would otherwise block the loop for good
+            # once its queue is full. A message that does not fit is dropped (logged once).
+            kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            self._socket = socket.socket(socket.AF_UNIX, kind)
 
     @property
     def enabled(self) -> bool:

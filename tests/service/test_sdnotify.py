@@ -110,3 +110,23 @@ async def test_watchdog_pings_only_while_alive_and_never_while_the_loop_is_block
         await asyncio.gather(task, return_exceptions=True)
         notifier.close()
     assert set(notify_socket.texts()) == {"WATCHDOG=1"}
+
+
+def test_a_socket_nobody_reads_never_blocks_the_agent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its queue fills after a few messages; the rest are dropped, logged once, and every
+    send returns (a blocking send would hang this test, and the agent's event loop)."""
+    path = tmp_path / "unread"
+    unread = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    unread.bind(str(path))
+    try:
+        notifier = SystemdNotifier(str(path))
+        for n in range(1000):
+            notifier.status(f"ok: {n} events")
+        notifier.close()
+    finally:
+        unread.close()
+    warnings = [r for r in caplog.records if "cannot notify systemd" in r.getMessage()]
+    assert len(warnings) == 1
+
