@@ -129,4 +129,3 @@ def test_a_socket_nobody_reads_never_blocks_the_agent(
         unread.close()
     warnings = [r for r in caplog.records if "cannot notify systemd" in r.getMessage()]
     assert len(warnings) == 1
-
