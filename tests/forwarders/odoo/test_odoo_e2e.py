@@ -397,8 +397,16 @@ async def check_time(
         )
         for (a, b, _), r in zip(truth, downtimes, strict=True)
     ]
-    print(f"OEE {machine}: Odoo {got:.2f} machine {expected:.2f} over {total:.2f} min {shifts}")
-    assert abs(got - expected) <= 1.0, (machine, got, expected, total, shifts)
+    # Odoo's resolution bounds the difference: it keeps whole seconds (each boundary moved
+    # by the shift measured above, at most 1 s) and a record's duration in hundredths of
+    # a minute (0.3 s either way). A count or a downtime gone wrong moves it far more.
+    moved = sum(abs(s) for pair in shifts for s in pair if s is not None) + 0.3 * len(logged)
+    tolerance = 100.0 * moved / (total * 60.0)
+    print(
+        f"OEE {machine}: Odoo {got:.2f} machine {expected:.2f} over {total:.2f} min {shifts}"
+        f" (Odoo's resolution allows {tolerance:.2f})"
+    )
+    assert abs(got - expected) <= tolerance, (machine, got, expected, total, shifts, tolerance)
     if odoo.server is not None and odoo.server.major >= 19:
         # 18 computes the form's OEE from hours rounded to 0.01 h (36 s): only a long
         # period makes it exact there; 19 sums the minutes
