@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import uvicorn
-from floorgate_demo.receiver import EventReceiver
 
 from agent.config.common import RetryConfig
 from agent.forwarders.http.config import HttpDestinationConfig
@@ -48,6 +47,7 @@ from agent.pipeline.events import Event, ProductionCountData, format_sequence, u
 from bench.common import CpuMeter, Row, cpu_seconds, finish, parser, row
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer
+from floorgate_demo.receiver import EventReceiver
 
 SCENARIO = "drain to HTTP"
 DESTINATION = "middleware"

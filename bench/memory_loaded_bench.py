@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import yaml
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.pipeline.events import uuid7
 from bench.common import (
@@ -54,6 +53,7 @@ from bench.common import (
 from bench.memory_start_bench import line_config
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 SCENARIO = "memory"
 TARGET_MIB = 100
@@ -75,6 +75,7 @@ def tag_names(count: int) -> list[str]:
 async def serve_opcua(count: int) -> None:
     """Server process: OPC UA simulator with ``count`` extra variables until stdin ends."""
     from asyncua import ua
+
     from floorgate_demo.opcua_sim import OpcUaSimulator
 
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)

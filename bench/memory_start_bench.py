@@ -33,8 +33,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer, signal_table
 
 from bench.common import (
     MIB,
@@ -49,6 +47,8 @@ from bench.common import (
     start_agent,
     stop_agent,
 )
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer, signal_table
 
 TARGET_START = 1.5
 TARGET_MEMORY_MIB = 100

@@ -27,8 +27,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from pymodbus.pdu import ModbusPDU
 
 from bench.common import (
@@ -42,6 +40,8 @@ from bench.common import (
     start_agent,
     stop_agent,
 )
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 SCENARIO = "Modbus polling"
 DEVICES = 10

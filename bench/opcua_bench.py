@@ -48,6 +48,7 @@ async def serve(items: int, period: float) -> None:
     import logging
 
     from asyncua import ua
+
     from floorgate_demo.opcua_sim import OpcUaSimulator
     from floorgate_demo.simulator import SimulatedLine
 
@@ -107,10 +108,9 @@ async def bare_client(endpoint: str, ns: int, items: int, seconds: float) -> dic
 
 
 async def driver_client(endpoint: str, items: int, seconds: float) -> dict[str, Any]:
-    from floorgate_demo.opcua_sim import NAMESPACE_URI
-
     from drivers.opcua.config import OpcUaConfig
     from drivers.opcua.driver import OpcUaDriver
+    from floorgate_demo.opcua_sim import NAMESPACE_URI
 
     config = OpcUaConfig.model_validate(
         {

@@ -58,7 +58,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import yaml
-from floorgate_demo.simulator import signal_table
 
 from bench.common import (
     CLOCK_TICKS,
@@ -75,6 +74,7 @@ from bench.common import (
     row,
     stop_agent,
 )
+from floorgate_demo.simulator import signal_table
 
 SCENARIO = "plant"
 TARGET_MIB = 120

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import yaml
+
 from floorgate_demo.simulator import signal_table
 
 

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
-
 from agent.config.loader import ConfigError, load_config
 from agent.config.models import FloorgateConfig
 from agent.forwarders.http.config import HttpDestinationConfig
@@ -24,6 +21,8 @@ from agent.monitoring.report import health_report
 from agent.service.runtime import Agent
 from drivers.modbus.config import ModbusTcpConfig
 from drivers.opcua.config import OpcUaConfig
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 REFRESH_SECONDS = 2.0
 

@@ -37,9 +37,9 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from floorgate_demo.simulator import REGISTER_MAP, TICK, Register, SimulatedLine
 
 from drivers.codecs import DataType, Swap, decode_registers
+from floorgate_demo.simulator import REGISTER_MAP, TICK, Register, SimulatedLine
 
 NAMESPACE_URI = "urn:floorgate:simulator"
 DEFAULT_PORT = 4840

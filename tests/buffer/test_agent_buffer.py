@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.config.loader import load_config
 from agent.monitoring.metrics import make_registry, render
 from agent.monitoring.report import health_report
 from agent.service.runtime import Agent
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from tests.helpers import free_port, line_config, readyz, start_agent, wait_until, write_config
 
 

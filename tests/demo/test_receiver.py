@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from floorgate_demo.receiver import BATCH_TYPE, SINGLE_TYPE, EventReceiver, verify_signature
 
 

@@ -7,6 +7,9 @@ import asyncio
 import socket
 
 import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.codecs import REGISTER_COUNT, DataType, Swap, decode_registers
 from floorgate_demo.simulator import (
     REGISTER_MAP,
     Reason,
@@ -16,9 +19,6 @@ from floorgate_demo.simulator import (
     serve_modbus_tcp,
     signal_table,
 )
-from pymodbus.client import AsyncModbusTcpClient
-
-from drivers.codecs import REGISTER_COUNT, DataType, Swap, decode_registers
 from tests.drivers.modbus.conftest import wait_until
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from floorgate_demo.receiver import EventReceiver
 from floorgate_demo.simulator import SimulatedLine, SimulatorServer
-
 from tests.helpers import free_port, line_config, readyz, start_agent, wait_until, write_config
 
 COUNTED = [("press1", "good"), ("press1", "scrap"), ("press2", "good")]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from floorgate_demo.receiver import EventReceiver
 
 from agent.config.common import RetryConfig
 from agent.forwarders.http.config import HttpDestinationConfig
@@ -17,6 +16,7 @@ from agent.forwarders.loop import DeliveryLoop, DeliverySettings
 from agent.monitoring.status import DestinationHealth, DestinationState
 from buffer.rows import EventRow
 from buffer.sqlite import SqliteBuffer
+from floorgate_demo.receiver import EventReceiver
 
 DEST = "mw"
 

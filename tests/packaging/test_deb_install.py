@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from floorgate_demo.receiver import EventReceiver
 
+from floorgate_demo.receiver import EventReceiver
 from tests.helpers import free_port, line_config, write_config
 from tests.packaging.debroot import DebRoot, missing_prerequisites
 from tests.packaging.debs import NEW_RELEASE_LINE, Debs, load_build_script

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import httpx
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.config.models import FloorgateConfig
 from agent.service.runtime import Agent
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from tests.helpers import line_config, wait_until
 
 MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.config.loader import load_config
 from agent.service.reload import ReloadRefused, plan_reload
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from tests.helpers import (
     NotifySocket,
     free_port,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.common.secrets import read_secret
 from agent.config.common import Secret
 from agent.service.logs import OneLineFormatter
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from tests.helpers import (
     free_port,
     line_config,

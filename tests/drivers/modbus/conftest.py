@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from drivers.base import Sample
 from drivers.modbus.config import ModbusRtuConfig, ModbusTcpConfig
 from drivers.modbus.driver import ModbusDriver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 WAIT = 10.0  # upper bound for any condition; tests normally finish far sooner
 

@@ -7,10 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from drivers.base import ConnectionState, Quality
 from drivers.modbus.driver import ModbusDriver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from tests.drivers.modbus.conftest import Collector, rtu_config, running, wait_until
 
 POLLS = 25

@@ -8,11 +8,11 @@ import socket
 from typing import Any
 
 import pytest
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer, signal_table
 
 from drivers.base import ConnectionState, Quality
 from drivers.codecs import DataType, Swap, decode_registers, encode_registers
 from drivers.modbus.driver import ModbusDriver, _Schedule, plan_blocks
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer, signal_table
 from tests.drivers.modbus.conftest import Collector, by_name, running, tcp_config, wait_until
 
 READ_CODES = {1, 2, 3, 4}

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
 from floorgate_demo.opcua_sim import OpcUaSimulator
 from floorgate_demo.simulator import SimulatedLine
 

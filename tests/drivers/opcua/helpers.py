@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from floorgate_demo.opcua_sim import node_ids
-
 from drivers.base import Quality, Sample
 from drivers.opcua.config import OpcUaConfig
 from drivers.opcua.driver import OpcUaDriver
+from floorgate_demo.opcua_sim import node_ids
 
 
 def source_config(endpoint: str, **overrides: Any) -> OpcUaConfig:

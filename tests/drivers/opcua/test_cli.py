@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from floorgate_demo.opcua_sim import NAMESPACE_URI, OpcUaSimulator, Security, make_certificate
-from floorgate_demo.simulator import SimulatedLine
 
 from drivers.opcua.security import thumbprint
+from floorgate_demo.opcua_sim import NAMESPACE_URI, OpcUaSimulator, Security, make_certificate
+from floorgate_demo.simulator import SimulatedLine
 from tests.helpers import free_port
 
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from asyncua import ua
-from floorgate_demo.opcua_sim import NAMESPACE_URI, OpcUaSimulator
-from floorgate_demo.simulator import PRESS1_GOOD_START
 
 from drivers.base import ConnectionState, Quality
+from floorgate_demo.opcua_sim import NAMESPACE_URI, OpcUaSimulator
+from floorgate_demo.simulator import PRESS1_GOOD_START
 from tests.drivers.opcua.helpers import running, source_config
 from tests.helpers import wait_until
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 from asyncua import ua
-from floorgate_demo.opcua_sim import NAMESPACE_URI, OpcUaSimulator, node_ids
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine
 
 from agent.config.loader import load_config
 from agent.monitoring.report import health_report
 from agent.service.runtime import Agent
 from drivers.base import ConnectionState, Quality
+from floorgate_demo.opcua_sim import NAMESPACE_URI, OpcUaSimulator, node_ids
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine
 from tests.drivers.opcua.helpers import FreezingProxy, running, source_config
 from tests.e2e.test_end_to_end import COUNTED, delivered_counts, machines_seen
 from tests.helpers import free_port, line_config, wait_until, write_config

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from asyncua import ua
-from floorgate_demo.opcua_sim import OpcUaSimulator, Security, make_certificate, node_ids
-from floorgate_demo.simulator import SimulatedLine
 
 from drivers.base import ConnectionState, Quality
 from drivers.opcua.security import thumbprint
+from floorgate_demo.opcua_sim import OpcUaSimulator, Security, make_certificate, node_ids
+from floorgate_demo.simulator import SimulatedLine
 from tests.drivers.opcua.helpers import running, source_config
 from tests.helpers import wait_until
 

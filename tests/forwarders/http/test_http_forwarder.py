@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from floorgate_demo.receiver import EventReceiver
 
 from agent.common.asgi import AsgiServer, Receive, Scope, Send
 from agent.forwarders.base import Fatal, NotConnected, Rejected, Transient
@@ -28,6 +27,7 @@ from agent.forwarders.http.forwarder import (
 )
 from agent.pipeline.events import Event, ProductionCountData, uuid7
 from buffer.rows import ClaimedEvent
+from floorgate_demo.receiver import EventReceiver
 
 TOKEN = "s3cret-token-value"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 
 from agent.pipeline.events import Event
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer
 from tests.forwarders.mqtt.broker import Mosquitto, Subscriber
 from tests.helpers import free_port, line_config, readyz, start_agent, wait_until, write_config
 

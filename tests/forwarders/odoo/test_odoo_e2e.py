@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from floorgate_demo.receiver import EventReceiver
-from floorgate_demo.simulator import SimulatedLine, SimulatorServer, State, Transition
 
 from agent.config.rules import MachineStateValue
 from agent.forwarders.base import ForwardError
 from agent.forwarders.odoo.config import OdooDestinationConfig, OdooProtocol
+from floorgate_demo.receiver import EventReceiver
+from floorgate_demo.simulator import SimulatedLine, SimulatorServer, State, Transition
 from tests.forwarders.odoo.conftest import UNAVAILABLE
 from tests.forwarders.odoo.kit import OdooTarget, real_target
 from tests.forwarders.odoo.servers import OdooServer
