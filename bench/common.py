@@ -175,7 +175,7 @@ def machine() -> dict[str, Any]:
 COLUMNS = ("scenario", "figure", "value", "ceiling", "ratio", "target", "met")
 
 
-def _number(value: float | None, unit: str = "") -> str:
+def number(value: float | None, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if abs(value) >= 100:
@@ -188,7 +188,7 @@ def _number(value: float | None, unit: str = "") -> str:
 
 
 def _cells(item: Row) -> list[str]:
-    ceiling = _number(item.get("ceiling"))
+    ceiling = number(item.get("ceiling"))
     if item.get("ceiling_label") and item.get("ceiling") is not None:
         ceiling = f"{ceiling} ({item['ceiling_label']})"
     ratio = item.get("ratio")
@@ -196,7 +196,7 @@ def _cells(item: Row) -> list[str]:
     return [
         str(item.get("scenario", "?")),
         str(item.get("figure", "?")),
-        _number(item.get("value"), str(item.get("unit") or "")),
+        number(item.get("value"), str(item.get("unit") or "")),
         ceiling,
         "-" if ratio is None else f"{ratio:.2f}",
         str(item.get("target") or "-"),

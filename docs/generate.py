@@ -27,7 +27,6 @@ import difflib
 import enum
 import importlib
 import json
-import math
 import re
 import sys
 import types
@@ -49,6 +48,7 @@ from agent.common.model import NAME_PATTERN  # noqa: E402
 from agent.common.paths import default_state_dir  # noqa: E402
 from agent.common.secrets import Secret  # noqa: E402
 from agent.config.models import FloorgateConfig  # noqa: E402
+from bench.common import number  # noqa: E402 (after the path is set)
 from drivers.opcua.config import NODE_ID_PATTERN  # noqa: E402
 
 DOCS = ROOT / "docs"
@@ -607,19 +607,6 @@ def latest_run(files: Sequence[Path]) -> tuple[Path, dict[str, Any]] | None:
         return None
     _, _, path, data = max(runs, key=lambda run: (run[0], run[1]))
     return path, data
-
-
-def number(value: Any, unit: str = "") -> str:
-    """As bench/common.py prints figures."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if abs(value) >= 100:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.2f}"
-    return f"{text} {unit}".strip()
 
 
 def results_block(found: tuple[Path, dict[str, Any]] | None) -> str:
