@@ -82,11 +82,21 @@ class SourceHealth:
     subscribed_items: int | None = None  # monitored items the server accepted
     subscription_rebuilds: int = 0  # subscriptions rebuilt after going silent
     time_origins: dict[str, int] = field(default_factory=dict)  # source/server/agent -> samples
+    # Seconds without good data after which health calls a connected source degraded
+    # ("no data for N s"); set by the driver from its own timing (poll interval,
+    # keep-alive window). None: the driver has not said (health does not judge age).
+    stale_after: float | None = None
 
     def set_state(self, state: ConnectionState, error: str | None = None) -> bool:
-        """Change state; return True when it really changed (so it is logged once)."""
+        """Change state; return True when it really changed (so it is logged once).
+
+        ``last_error`` keeps the latest error while something is wrong and is cleared
+        when the source is fully connected again: health must not show an old fault
+        beside a healthy state."""
         if error is not None:
             self.last_error = error
+        elif state is ConnectionState.CONNECTED:
+            self.last_error = None
         if state is self.state:
             return False
         self.state = state
