@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -32,10 +31,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# uvicorn's start and stop lines would only repeat what the caller logs ("agent started
-# ... health=", "middleware receiver at ..."); its errors still show.
-logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)

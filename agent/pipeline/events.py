@@ -133,6 +133,11 @@ class SampleData(_Data):
     value: float | int | bool | str | None
     unit: str | None = None
     quality: Literal["good", "uncertain", "bad"]
+    reason: str | None = Field(
+        default=None,
+        description="Why the value is bad or uncertain, in words (e.g. 'not a number "
+        "(NaN)', 'no publish response for 47 s'); null for a good value.",
+    )
 
 
 EventData = MachineStateData | ProductionCountData | AlarmData | SampleData

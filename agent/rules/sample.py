@@ -43,6 +43,7 @@ class SampleRule:
     __slots__ = (
         "_deadband",
         "_emitted",
+        "_error",
         "_emitted_at",
         "_interval",
         "_reading",
@@ -66,6 +67,7 @@ class SampleRule:
         self._deadband = config.deadband
         self.dirty = False
         self._reading: tuple[Value, Quality] | None = None  # the last reading
+        self._error: str | None = None  # why the last reading is not good (the driver's words)
         self._emitted: tuple[Value, Quality] | None = None  # the last emitted reading
         self._emitted_at: datetime | None = None
 
@@ -86,6 +88,7 @@ class SampleRule:
         quality = sample.quality
         value = None if quality is Quality.BAD else sample.value
         self._reading = (value, quality)
+        self._error = None if quality is Quality.GOOD else sample.error
         if self._changed(value, quality) or (
             self._interval is not None and self._due(sample.source_time)
         ):
@@ -143,5 +146,6 @@ class SampleRule:
             value=value,
             unit=self.unit,
             quality=_QUALITY[quality],
+            reason=self._error,
         )
         return [Draft(type=EventType.SAMPLE, time=time, data=data)]

@@ -5,7 +5,7 @@ Each folder holds:
 - ``config.yaml``: a MachineConfig, plus optional ``signal_types`` and ``signal_units``
   (signal -> data type / unit), as the engine would pass them to ``build_rules``.
 - ``input.yaml``: a list of steps, ``t`` in seconds after a fixed epoch:
-  ``{t, samples: {signal: value | {value, quality}}}`` (source_time = now = t),
+  ``{t, samples: {signal: value | {value, quality, error}}}`` (source_time = now = t),
   ``{t, tick: true}``, ``{t, flush: true}``, or ``{restart: true}``.
 - ``expected.yaml``: every draft emitted, in order: ``{type, t, data}``, where ``data``
   holds the fields that differ from their defaults (``machine`` left out) and
@@ -66,7 +66,7 @@ def parse_sample(signal: str, raw: Any, time: datetime) -> Sample:
     if isinstance(raw, dict):
         quality = Quality(raw.get("quality", "good"))
         value = None if quality is Quality.BAD else raw.get("value")
-        error = "read failed" if quality is Quality.BAD else None
+        error = raw.get("error", "read failed" if quality is Quality.BAD else None)
         return Sample(signal, value, quality, time, error)
     return Sample(signal, raw, Quality.GOOD, time)
 
