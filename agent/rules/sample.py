@@ -43,8 +43,8 @@ class SampleRule:
     __slots__ = (
         "_deadband",
         "_emitted",
-        "_error",
         "_emitted_at",
+        "_error",
         "_interval",
         "_reading",
         "_signal",

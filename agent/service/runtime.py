@@ -1,9 +1,10 @@
 """Wiring and supervision: start in reverse data-flow order, stop in data-flow order.
 
 Start: buffer → forwarders → rule engine → drivers → health server.
-Stop: drivers → engine (drain the queue, report partial windows, commit) → forwarders →
-buffer → health server. Every component runs under ``supervise`` so a crash restarts
-that component alone.
+Stop: drivers → engine (drain the queue, report partial windows, commit) → a short
+delivery round (the destinations that answer take what is pending, so the last partial
+count windows reach them before the agent exits) → forwarders → buffer → health server.
+Every component runs under ``supervise`` so a crash restarts that component alone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from agent.config.models import FloorgateConfig, SourceConfig
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
-from agent.monitoring.status import DestinationHealth
+from agent.monitoring.status import DestinationHealth, DestinationState
 from agent.pipeline.engine import RuleEngine
 from agent.registry import make_driver, make_forwarder
 from agent.service.reload import ReloadPlan, plan_reload
@@ -33,6 +34,10 @@ PRUNE_INTERVAL = 3600.0
 # How long stop() waits for one stage before it gives up on it; within systemd's
 # TimeoutStopSec so the unit never ends in a SIGKILL because of a stuck component.
 STOP_GRACE = 10.0
+# How long stop() lets the destinations deliver what is pending (the engine's last
+# commit holds the partial count windows). The stages together (drivers, engine,
+# delivery, forwarders: 4 x 10 s at worst) stay under the unit's TimeoutStopSec=45s.
+DELIVER_ON_STOP = 10.0
 SAMPLE_QUEUE_SIZE = 1000  # batches; drivers wait when the engine is this far behind
 
 
@@ -207,6 +212,7 @@ class Agent:
         await _cancel(list(self._driver_tasks.values()))
         self._driver_tasks.clear()
         await self._stop_engine()
+        await self._deliver_before_exit()
         await _cancel([*self._forwarder_tasks.values(), *self._background])
         self._forwarder_tasks.clear()
         self._background.clear()
@@ -214,6 +220,48 @@ class Agent:
             await self.buffer.close()
         await self._stop_health()
         log.info("agent stopped")
+
+    async def _deliver_before_exit(self) -> None:
+        """Give the destinations that answer up to DELIVER_ON_STOP to empty their queue.
+
+        Without this the partial count windows the engine just committed would wait for
+        the next start (hours, on a line stopped for the weekend). A destination that is
+        failing or backing off is not waited for: its events stay in the buffer, as
+        always, and go after the next start."""
+        if self.buffer is None or not self._forwarder_tasks:
+            return
+        self._wake_forwarders()
+        deadline = time.monotonic() + DELIVER_ON_STOP
+        while True:
+            try:
+                stats = await self.buffer.stats()
+            except Exception as exc:  # the buffer is failing: nothing to deliver from
+                log.error("stopping: cannot read the buffer to deliver error=%s", exc)
+                return
+            self.buffer_stats = stats
+            pending = {
+                name: stats.destinations[name].pending
+                for name in self.destinations
+                if name in stats.destinations and stats.destinations[name].pending
+            }
+            waited_for = [
+                name
+                for name in pending
+                if _answering(self.destinations[name])
+                and name in self._forwarder_tasks
+                and not self._forwarder_tasks[name].done()
+            ]
+            if not waited_for or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for name, count in pending.items():
+            log.warning(
+                "stopping with events not yet delivered destination=%s pending=%d state=%s "
+                "next=sent-after-the-next-start",
+                name,
+                count,
+                self.destinations[name].state.value,
+            )
 
     async def reload(self, new: FloorgateConfig, checksum: str) -> ReloadPlan:
         """Apply a new config, restarting only the components it changes. Stopping the
@@ -256,6 +304,11 @@ class Agent:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _answering(health: DestinationHealth) -> bool:
+    """Worth waiting for at stop: connected, or not tried yet (starting)."""
+    return health.state in (DestinationState.CONNECTED, DestinationState.STARTING)
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -60,9 +60,7 @@ def restore_logging() -> Iterator[None]:
         logging.getLogger(name).setLevel(saved)
 
 
-@pytest.mark.parametrize(
-    ("level", "shown"), [("info", False), ("warning", False), ("debug", True)]
-)
+@pytest.mark.parametrize(("level", "shown"), [("info", False), ("warning", False), ("debug", True)])
 def test_library_loggers_are_quiet_unless_debug(
     restore_logging: None, monkeypatch: pytest.MonkeyPatch, level: str, shown: bool
 ) -> None:
