@@ -45,6 +45,19 @@ class DestinationCommon(StrictModel):
         description="Waits between delivery attempts while the destination fails "
         "(exponential with jitter; a Retry-After from the server wins).",
     )
+    # 10 s: real Odoo answers one call in ~20 ms, a 2000-record list in ~3 s and a new
+    # API key's first call in under 1 s (key hashing), so a normal send stays well
+    # below; the request timeouts (HTTP 30 s, Odoo 120 s) are far above, so a silent
+    # network shows 20 s to 110 s earlier. Odoo retrying a serialization conflict for up
+    # to ~30 s does show as degraded: events are late then, which is worth seeing.
+    slow_after: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="Health calls the destination degraded while one send (its connect "
+        "included) has been in flight longer than this, long before the request's "
+        "timeout: a network that silently drops packets shows at once. Raise it for "
+        "large batches to a slow server.",
+    )
 
     def target(self) -> str:
         """Where and how events go, for `floorgate check-config` (e.g. "POST https://...")."""

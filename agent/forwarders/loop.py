@@ -6,6 +6,14 @@ Retry-After. A rejected batch is split in halves until the poison event is alone
 event is dead-lettered with the reason and the events behind it flow on. A fatal error
 (bad credentials) stops this destination — logged once, health failing — and it is
 tried again only after a long pause or a config reload.
+
+Health sees each connect and send while it is in flight (``DestinationHealth.
+in_flight_since``): a silent network, where packets vanish and nothing fails until the
+request's own timeout, shows as a slow request at once. A destination in trouble
+(retrying, disconnected, failing) is called connected again only when it proved it — a
+send that went through, or an idle link the forwarder reports up — not when a connect
+that touches no network (HTTP's) returns; that moment is logged once ("destination
+recovered").
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from tenacity import (
@@ -34,6 +42,9 @@ from buffer.sqlite import SqliteBuffer
 log = logging.getLogger("floorgate.forwarders")
 
 RETRYABLE = (NotConnected, Transient)
+TROUBLE = frozenset(
+    {DestinationState.RETRYING, DestinationState.DISCONNECTED, DestinationState.FAILING}
+)
 FATAL_PAUSE_SECONDS = 600.0
 IDLE_POLL_SECONDS = 1.0
 
@@ -79,6 +90,10 @@ class DeliveryLoop:
         # commits. Sends stay one at a time and in seq order.
         self._next: asyncio.Future[list[ClaimedEvent]] | None = None
         self._acking: asyncio.Future[None] | None = None
+        # The trouble now being lived through, for the one "recovered" line: when it
+        # began (monotonic) and how many attempts failed since.
+        self._trouble_since: float | None = None
+        self._failed_attempts = 0
 
     async def run(self) -> None:
         try:
@@ -114,13 +129,18 @@ class DeliveryLoop:
     async def _cycle(self) -> bool:
         """One claim → send round. Returns False when nothing was pending."""
         if not self._connected:
-            await self.forwarder.connect()
+            with self._in_flight():
+                await self.forwarder.connect()
             self._connected = True
-            self.health.set_state(DestinationState.CONNECTED)
+            # Only a first connect says connected: after trouble, a send (or the idle
+            # check) must prove it, or HTTP (whose connect opens no socket) would flap to
+            # connected between two failed attempts.
+            if self.health.state is DestinationState.STARTING:
+                self.health.set_state(DestinationState.CONNECTED)
         batch = await self._take_batch()
         if not batch:
             await self._settle_ack()
-            self._check_idle_link()
+            await self._check_idle_link()
             return False
         self._next = asyncio.ensure_future(
             self.buffer.claim(
@@ -174,12 +194,25 @@ class DeliveryLoop:
         await self._settle_ack()
         self._acking = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, seqs))
 
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Health's clock for one connect or send: /readyz shows its age and calls the
+        destination degraded past ``slow_after``, long before the request's timeout."""
+        self.health.in_flight_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.health.in_flight_since = None
+
     async def _send(self, batch: Sequence[ClaimedEvent]) -> None:
         try:
-            result = await self.forwarder.send(batch)
+            with self._in_flight():
+                result = await self.forwarder.send(batch)
         except Rejected as exc:
             if len(batch) == 1:
                 await self._dead_letter({batch[0].seq: str(exc)}, batch)
+                # It answered (refusing one event): the destination itself works.
+                await self._mark_connected()
                 return
             # Find the poison event: halves in order, so per-machine order holds.
             middle = len(batch) // 2
@@ -207,7 +240,40 @@ class DeliveryLoop:
             )
             why = result.waiting_reason or "not confirmed by the destination"
             raise Transient(f"{len(left)} events of the batch wait: {why}")
-        self.health.set_state(DestinationState.CONNECTED)
+        await self._mark_connected()
+
+    async def _mark_connected(self) -> None:
+        """Connected, and when that ends a trouble, one INFO line saying so."""
+        was = self.health.state
+        if not self.health.set_state(DestinationState.CONNECTED) or was not in TROUBLE:
+            return
+        began, self._trouble_since = self._trouble_since, None
+        attempts, self._failed_attempts = self._failed_attempts, 0
+        after = time.monotonic() - began if began is not None else 0.0
+        log.info(
+            "destination recovered destination=%s after=%.0fs attempts=%d pending=%s",
+            self.forwarder.name,
+            after,
+            attempts,
+            await self._pending(),
+        )
+
+    async def _pending(self) -> int | str:
+        """Events still waiting for this destination, for the recovery line. The ack in
+        flight is committed first, so the batch just delivered is not counted."""
+        await self._settle_ack()  # its failure is the buffer's: raised as anywhere else
+        try:
+            stats = await self.buffer.stats()
+        except Exception:  # only a figure in a log line: never a reason to stop delivering
+            return "unknown"
+        dest = stats.destinations.get(self.forwarder.name)
+        return dest.pending if dest else 0
+
+    def _trouble(self, failed: bool) -> None:
+        if self._trouble_since is None:
+            self._trouble_since = time.monotonic()
+        if failed:
+            self._failed_attempts += 1
 
     async def _dead_letter(self, reasons: dict[int, str], batch: Sequence[ClaimedEvent]) -> None:
         await self.buffer.dead_letter(self.forwarder.name, reasons)
@@ -222,6 +288,7 @@ class DeliveryLoop:
             )
 
     def _before_retry(self, state: RetryCallState) -> None:
+        self._trouble(failed=True)
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         kind = (
@@ -240,6 +307,7 @@ class DeliveryLoop:
         self.health.next_retry_at = time.time() + wait
 
     async def _pause_after_fatal(self, exc: Fatal) -> None:
+        self._trouble(failed=True)
         await self._disconnect()
         if self.health.set_state(DestinationState.FAILING, str(exc)):
             log.error(
@@ -250,7 +318,7 @@ class DeliveryLoop:
             )
         await asyncio.sleep(self.settings.fatal_pause)
 
-    def _check_idle_link(self) -> None:
+    async def _check_idle_link(self) -> None:
         """Idle and connected as far as the loop knows. A forwarder whose library keeps
         the connection itself (MQTT) can say the link dropped while nothing was sent;
         health shows it without waiting for a send."""
@@ -259,9 +327,10 @@ class DeliveryLoop:
             return
         problem = probe() if probe is not None else None
         if problem is not None:
+            self._trouble(failed=False)
             self.health.set_state(DestinationState.DISCONNECTED, problem)
         else:
-            self.health.set_state(DestinationState.CONNECTED)
+            await self._mark_connected()
 
     async def _wait_for_events(self) -> None:
         self._wake.clear()

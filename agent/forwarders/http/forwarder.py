@@ -126,6 +126,8 @@ class WebhookForwarder:
         self.name = config.name
         self._config = config
         self._url = _safe_url(config.url)
+        # Starts every error text: which destination, and the request that failed.
+        self._where = f"destination {self.name}: POST {self._url}"
         self._client: httpx.AsyncClient | None = None
         self._token: str | None = None
         self._ssl_context: ssl.SSLContext | None = None
@@ -204,7 +206,7 @@ class WebhookForwarder:
         return await bounded(
             client.post(self._config.url, content=body, headers=headers),
             self._config.timeout,
-            f"destination {self.name} ({self._url})",
+            self._where,
         )
 
     def _check(self, response: httpx.Response) -> None:
@@ -212,18 +214,21 @@ class WebhookForwarder:
         status = response.status_code
         if 200 <= status < 300 or status == 409:
             return
-        where = f"destination {self.name} ({self._url})"
+        where = self._where
         text = _text_start(response)
+        # The answer's own words when it has some; an empty body adds nothing after a colon.
+        said = f": {text[:200]}" if text else " (empty answer)"
         if status in _TRANSIENT_STATUSES or 500 <= status < 600:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             hint = "" if retry_after is None else f" (retry after {retry_after:g}s)"
-            raise Transient(f"{where}: HTTP {status}{hint}: {text[:200]}", retry_after)
+            raise Transient(f"{where}: HTTP {status}{hint}{said}", retry_after)
         if status in (401, 403):
             auth = self._config.auth.value
-            raise Fatal(f"{where}: HTTP {status}, check the {auth} token/key: {text}")
+            said = f": {text}" if text else ""
+            raise Fatal(f"{where}: HTTP {status}, check the {auth} token/key{said}")
         if 300 <= status < 400:
             location = response.headers.get("Location", "?")
             raise Fatal(f"{where}: HTTP {status} redirect to {location}; set url to the target")
         if 400 <= status < 500:
             raise Rejected(f"HTTP {status}: {text}" if text else f"HTTP {status}")
-        raise Transient(f"{where}: unexpected HTTP {status}: {text[:200]}")
+        raise Transient(f"{where}: unexpected HTTP {status}{said}")

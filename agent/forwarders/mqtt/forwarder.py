@@ -67,7 +67,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.common.backoff import Backoff
 from agent.common.secrets import SecretError, read_secret
 from agent.config.models import AgentSection
-from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult
+from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult, describe
 from agent.forwarders.mqtt.config import (
     Message,
     MqttDestinationConfig,
@@ -372,7 +372,7 @@ class _Link:
                 message.topic, payload, qos=message.qos, retain=message.retain
             )
         except ValueError as exc:  # paho refuses the topic or payload itself
-            raise _Refused(str(exc)) from None
+            raise _Refused(describe(exc, "paho refused the topic or the payload")) from None
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise _LinkLost(f"publish failed: {info.rc.name}")
         tracker.waiting.add(info.mid)
@@ -461,16 +461,17 @@ def _connect_error(where: str, exc: BaseException, tls: str) -> ForwardError:
             f"check tls.ca_file ({tls}) and that host matches the certificate"
         )
     if isinstance(exc, ssl.SSLError):
-        return NotConnected(f"{where}: TLS handshake failed: {exc.reason or exc}")
+        return NotConnected(f"{where}: TLS handshake failed: {exc.reason or describe(exc)}")
     if isinstance(exc, TimeoutError):
         return NotConnected(f"{where}: connect timed out")
     if isinstance(exc, ConnectionRefusedError):
         return NotConnected(f"{where}: connection refused (is the broker running?)")
     if isinstance(exc, socket.gaierror):
-        return NotConnected(f"{where}: cannot resolve the host: {exc.strerror}")
+        return NotConnected(f"{where}: cannot resolve the host: {exc.strerror or describe(exc)}")
     if isinstance(exc, OSError):
-        return NotConnected(f"{where}: cannot connect: {exc.strerror or exc}")
-    return Fatal(f"{where}: cannot connect: {exc}")
+        said = exc.strerror or describe(exc, "the connection failed")
+        return NotConnected(f"{where}: cannot connect: {said}")
+    return Fatal(f"{where}: cannot connect: {describe(exc)}")
 
 
 class _TlsContext(ssl.SSLContext):

@@ -88,8 +88,14 @@ def _html_hint(response: httpx.Response) -> str:
     lowered = text.lower()
     start, end = lowered.find("<title>"), lowered.find("</title>")
     if 0 <= start < end:
-        return _short(text[start + 7 : end], 120)
-    return _short(text, 120)
+        text = text[start + 7 : end]
+    # A proxy's bare 502 has no body: say so rather than end the text on a colon.
+    return _short(text, 120) or "empty answer"
+
+
+def _said(message: str) -> str:
+    """Odoo's message, or words for its absence (some exceptions are raised bare)."""
+    return _short(message) or "no message from Odoo"
 
 
 class OdooTransport:
@@ -267,7 +273,7 @@ class OdooTransport:
         if status == 401 or name == ACCESS_DENIED:
             raise Fatal(
                 f"{self.where}: {what}: HTTP {status} {name or 'access denied'}: the API key "
-                f"is wrong or expired ({_short(message)})"
+                f"is wrong or expired ({_said(message)})"
             )
         if name:
             self._raise_named(name, message, what)
@@ -311,7 +317,7 @@ class OdooTransport:
         return payload.get("result")
 
     def _raise_named(self, name: str, message: str, what: str) -> None:
-        text = f"{what}: {name}: {_short(message)}"
+        text = f"{what}: {name}: {_said(message)}"
         if name == ACCESS_DENIED:
             raise Fatal(f"{self.where}: {text} (the API key is wrong or expired)")
         if name in TRANSIENT_NAMES:
@@ -327,10 +333,12 @@ class OdooTransport:
 
     async def _request(self, verb: str, path: str, **kwargs: Any) -> httpx.Response:
         assert self._client is not None
+        # The forwarder's ``where`` already names the server; the CLI's does not.
+        target = path if self.url in self.where else self.url + path
         return await bounded(
             self._client.request(verb, self.url + path, **kwargs),
             self._timeout,
-            f"{self.where} ({self.url})",
+            f"{self.where}: {verb} {target}",
         )
 
     def _json(self, response: httpx.Response, what: str = "") -> Any:
