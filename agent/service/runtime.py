@@ -244,10 +244,11 @@ class Agent:
                 for name in self.destinations
                 if name in stats.destinations and stats.destinations[name].pending
             }
+            slow_after = {d.name: d.slow_after for d in self.config.destinations}
             waited_for = [
                 name
                 for name in pending
-                if _answering(self.destinations[name])
+                if _answering(self.destinations[name], slow_after.get(name))
                 and name in self._forwarder_tasks
                 and not self._forwarder_tasks[name].done()
             ]
@@ -306,9 +307,14 @@ class Agent:
             await self.stop()
 
 
-def _answering(health: DestinationHealth) -> bool:
-    """Worth waiting for at stop: connected, or not tried yet (starting)."""
-    return health.state in (DestinationState.CONNECTED, DestinationState.STARTING)
+def _answering(health: DestinationHealth, slow_after: float | None) -> bool:
+    """Worth waiting for at stop: connected or not tried yet (starting), and not stuck in
+    a request older than its ``slow_after`` (a silent network: it would hold the stop
+    for the whole budget and deliver nothing)."""
+    if health.state not in (DestinationState.CONNECTED, DestinationState.STARTING):
+        return False
+    in_flight = health.in_flight_s()
+    return in_flight is None or slow_after is None or in_flight < slow_after
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
