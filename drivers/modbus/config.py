@@ -107,9 +107,18 @@ class ModbusCommon(StrictModel):
     )
     scan_interval: Duration = Field(default=1.0, gt=0, description="Time between polls.")
     timeout: Duration = Field(default=1.0, gt=0, description="Per-request timeout.")
-    retries: int = Field(default=1, ge=0, le=5, description="Retries per request before failing.")
+    retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="Retries per request before failing. A unit that stopped answering "
+        "is probed with one request, without retries.",
+    )
     backoff_max: Duration = Field(
-        default=30.0, gt=0, description="Longest wait before retrying a silent device."
+        default=30.0,
+        gt=0,
+        description="Longest wait before probing a unit that stopped answering, and "
+        "between reconnect attempts.",
     )
     max_registers_per_request: int = Field(
         default=125,

@@ -168,7 +168,8 @@ class OpcUaConfig(StrictModel):
         ge=2,
         le=100000,
         description="Subscribe mode: publishing intervals with neither a change nor a "
-        "keep-alive after which the subscription is considered dead and rebuilt.",
+        "keep-alive after which the subscription is considered dead and re-created on the "
+        "same session (once); silent as long again, a new session is opened.",
     )
     poll_interval: Duration = Field(default=1.0, gt=0, description="Poll mode: time between reads.")
     timeout: Duration = Field(default=5.0, gt=0, description="How long one request may take.")
@@ -212,7 +213,8 @@ class OpcUaConfig(StrictModel):
 
     @property
     def stale_after(self) -> float:
-        """Seconds of silence (no change, no keep-alive) before the subscription is rebuilt."""
+        """Seconds of silence (no change, no keep-alive) before the subscription is re-created
+        (and as long again before the session is)."""
         return self.publishing_interval * self.stale_after_intervals
 
     def summary(self) -> str:

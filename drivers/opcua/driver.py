@@ -16,10 +16,12 @@ Recovery
       a backoff (1 s doubling up to ``backoff_max``). asyncua's own auto-reconnect is not
       used: it re-creates monitored items with the old numeric node ids, which is wrong
       after a server renumbered its namespaces.
-    - subscription silent (no data change and no keep-alive for
-      ``stale_after_intervals`` publishing intervals) while the connection answers:
-      the subscription is deleted and created again (``health.subscription_rebuilds``);
-      if that fails, the whole session is rebuilt.
+    - subscription silent (no publish response, not even a keep-alive) while the
+      connection answers: DEGRADED from the first missed keep-alive window, the
+      subscription re-created once on the same session after ``stale_after_intervals``
+      publishing intervals (``health.subscription_rebuilds``), and if it stays silent
+      for as long again, a new session like after a lost connection (DISCONNECTED,
+      backoff, ``health.reconnects``). See drivers/opcua/session.py.
     - a connection that is up but no longer answers: asyncua's watchdog reads the
       server state every ``watchdog_interval`` and reports the loss.
 
@@ -46,7 +48,7 @@ from drivers.base import (
     SampleSink,
     SourceHealth,
 )
-from drivers.opcua.config import OpcUaConfig
+from drivers.opcua.config import Mode, OpcUaConfig
 from drivers.opcua.session import Session
 
 log = logging.getLogger("floorgate.drivers.opcua")
@@ -56,12 +58,12 @@ class OpcUaDriver:
     """Reads one OPC UA server; see the module docstring."""
 
     def __init__(self, config: OpcUaConfig, *, state_dir: Path | None = None) -> None:
-        _quiet_asyncua()
         self.config = config
         self.name = config.name
         self.health = SourceHealth(config.name)
+        self.health.stale_after = _stale_after(config)
         self.state_dir = state_dir or default_state_dir()
-        self._connected_once = False
+        self._failed = False  # a connection failed or was lost since the last one opened
 
     def signal_names(self) -> Sequence[str]:
         return [signal.name for signal in self.config.signals]
@@ -74,11 +76,16 @@ class OpcUaDriver:
             try:
                 await session.open()
                 self._on_connected()
-                backoff.reset()
                 await session.serve()
             except DriverError as exc:
+                self._failed = True
                 await self._disconnected(str(exc), sink)
             finally:
+                # Start the backoff over only after a session that delivered something:
+                # one that opens and then stays silent (a server holding publishes) is
+                # retried less and less often, up to backoff_max, like a refused connect.
+                if session.proven:
+                    backoff.reset()
                 await session.close()
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():  # a cancel close() swallowed
@@ -86,9 +93,11 @@ class OpcUaDriver:
             await asyncio.sleep(backoff.next())
 
     def _on_connected(self) -> None:
-        if self._connected_once:  # serve() only ends on a loss: this is a reconnection
+        # A session that opens after any failure is a reconnection, a failed first
+        # connect included: health must show that the source recovered.
+        if self._failed:
             self.health.reconnects += 1
-        self._connected_once = True
+        self._failed = False
         log.info(
             "opcua source connected source=%s endpoint=%s mode=%s items=%s bad_signals=%d",
             self.name,
@@ -115,10 +124,14 @@ class OpcUaDriver:
         await sink([Sample(name, None, Quality.BAD, now, error) for name in self.signal_names()])
 
 
-def _quiet_asyncua() -> None:
-    """asyncua logs every lost connection and retry at WARNING/ERROR with tracebacks; this
-    driver reports them itself (health, one line per change). Leave a level someone
-    configured on purpose alone."""
-    library_log = logging.getLogger("asyncua")
-    if library_log.level == logging.NOTSET:
-        library_log.setLevel(logging.CRITICAL)
+def _stale_after(config: OpcUaConfig) -> float | None:
+    """Seconds without good data after which central health calls the source degraded."""
+    if config.mode is Mode.POLL:
+        # Every poll delivers every signal: three missed polls is no longer jitter, and
+        # one request timeout on top lets a slow read finish (or fail and say why) first.
+        return 3 * config.poll_interval + config.timeout
+    # Subscribe mode: data arrives only on change, so a steady process (a constant value,
+    # a deadband) legitimately sends none for hours, only keep-alives. Health judges by
+    # last_data_time, which keep-alives do not move; the session judges by publish
+    # responses instead and sets DEGRADED itself after a missed keep-alive window.
+    return None

@@ -32,6 +32,34 @@ class AccessRefused(DriverError):
     """The server refused this client's identity: a person must fix credentials or trust."""
 
 
+# What an exception without a message means, in words: asyncua and asyncio raise several
+# of these bare (a reset socket, a watchdog read that timed out), and "lost: " with
+# nothing after it tells a plant engineer nothing. Most specific classes first.
+_BARE: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionResetError, "connection closed by the server"),
+    (BrokenPipeError, "connection closed by the server"),
+    (ConnectionAbortedError, "connection aborted by this machine's network stack"),
+    (ConnectionRefusedError, "connection refused: no OPC UA server listening"),
+    (EOFError, "connection closed by the server"),
+    (TimeoutError, "no answer in time"),
+    (ConnectionError, "connection failed"),
+    (OSError, "network error"),
+)
+
+
+def describe(exc: BaseException) -> str:
+    """The exception in words, never empty: ``Type: message``, or a sentence naming the
+    type when the exception carries no message."""
+    kind = type(exc).__name__
+    text = str(exc).strip()
+    if text:
+        return f"{kind}: {text}"
+    for cls, sentence in _BARE:
+        if isinstance(exc, cls):
+            return f"{sentence} ({kind})"
+    return f"{kind} raised without a message"
+
+
 def translate(
     exc: BaseException, *, endpoint: str, username: str | None, client_thumbprint: str | None
 ) -> DriverError:
@@ -64,5 +92,6 @@ def translate(
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return NotConnected(f"{endpoint}: no answer in time")
     if isinstance(exc, OSError | ConnectionError | EOFError):
-        return NotConnected(f"cannot reach {endpoint}: {exc or type(exc).__name__}")
-    return NotConnected(f"{endpoint}: {type(exc).__name__}: {exc}")
+        # (`exc or ...` would not help: an exception is always true, even without text)
+        return NotConnected(f"cannot reach {endpoint}: {describe(exc)}")
+    return NotConnected(f"{endpoint}: {describe(exc)}")

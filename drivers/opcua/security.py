@@ -52,8 +52,15 @@ class SecuritySetupError(DriverError):
 
 def thumbprint(der: bytes) -> str:
     """SHA-1 of the DER certificate, as OPC UA servers show it (hex pairs, colons)."""
-    digest = hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return format_thumbprint(hashlib.sha1(der, usedforsecurity=False).hexdigest())
+
+
+def format_thumbprint(digits: str) -> str:
+    """Any thumbprint text (with or without colons, any case) the one way this agent
+    prints them: uppercase hex pairs joined by colons. Two thumbprints shown side by side
+    in one message must be comparable by eye."""
+    plain = digits.replace(":", "").replace(" ", "").upper()
+    return ":".join(plain[i : i + 2] for i in range(0, len(plain), 2))
 
 
 def read_password(ref: Secret) -> str:
@@ -142,11 +149,12 @@ async def server_certificate(config: OpcUaConfig, client: Client) -> bytes:
             f" (offered: {', '.join(offered)})"
         ) from None
     der = first_certificate(endpoint.ServerCertificate or b"")
-    offered_thumbprint = thumbprint(der).replace(":", "")
-    if offered_thumbprint != security.server_thumbprint:
+    presented = thumbprint(der)
+    configured = format_thumbprint(security.server_thumbprint or "")
+    if presented != configured:
         raise SecuritySetupError(
-            f"server certificate not trusted: its thumbprint is {thumbprint(der)}, the "
-            f"configured server_thumbprint is {security.server_thumbprint}"
+            f"server certificate not trusted: its thumbprint is {presented}, the "
+            f"configured server_thumbprint is {configured}"
         )
     return der
 

@@ -7,6 +7,19 @@ serve loop drains in batches, so the sink's back-pressure reaches the subscripti
 asyncua's own queue still overflows, the subscription asks for a reconnect
 (``OverflowPolicy.DISCONNECT``), which re-sends every current value, rather than
 silently dropping changes.
+
+A silent subscription (no publish response, not even a keep-alive) is judged by publish
+responses, not by data: a steady process legitimately sends only keep-alives. Escalation:
+
+1. after the first missed keep-alive window the source is DEGRADED, with the silence in
+   words in ``last_error``;
+2. after ``stale_after`` of silence the subscription is re-created on the same session,
+   once (``subscription_rebuilds``): that cures a server that dropped the subscription;
+3. still silent one more ``stale_after`` later, :meth:`Session.serve` raises
+   NotConnected and the driver opens a new session on a new secure channel, with its
+   backoff. asyncua keeps a single PublishRequest outstanding; a server that holds it
+   starves every subscription of the session, so no re-creation on that session can
+   help (CreateSubscription still succeeds there).
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ from drivers.base import (
     SourceHealth,
 )
 from drivers.opcua.config import DeadbandType, Mode, OpcUaConfig, OpcUaSignalConfig
-from drivers.opcua.errors import translate
+from drivers.opcua.errors import describe, translate
 from drivers.opcua.security import apply_security
 from drivers.opcua.values import NodeIdError, resolve_node_id, to_sample
 
@@ -49,6 +62,13 @@ log = logging.getLogger("floorgate.drivers.opcua")
 
 CHUNK = 1000  # items per CreateMonitoredItems / Read request
 BATCH = 5000  # notifications handed to the sink at most at once
+# Slack on top of the keep-alive period before a keep-alive counts as missed. The server
+# starts counting keep-alive cycles on the cycle after its last message (one publishing
+# interval, added separately), and asyncua sends the next PublishRequest only after it has
+# handled the previous response, so a keep-alive that falls due in between waits for one
+# round trip; both server and client timers also jitter. One second covers a LAN round
+# trip and a busy event loop on either side without hiding a real silence for long.
+KEEPALIVE_MARGIN = 1.0
 
 
 class _Lost:
@@ -79,6 +99,18 @@ class Session:
         )
         self._subscription: Subscription | None = None
         self._subscribed_at = 0.0
+        # The publishing interval (s) and keep-alive count the server granted.
+        self._interval = config.publishing_interval
+        self._keepalive_count = config.keepalive_count
+        # Monotonic time of the last publish response of this session (data or keep-alive;
+        # the first subscription's creation until one arrives).
+        self._last_heard: float | None = None
+        self._silence: str | None = None  # why the source is degraded for silence
+        self._rebuilt_for_silence = False  # re-created once; nothing heard since
+        # True once this session delivered something (a publish response, a poll): the
+        # driver then starts its reconnect backoff from the beginning again. A session
+        # that opens but never delivers (a server holding publishes) must not.
+        self.proven = False
         self._collector: asyncio.Task[None] | None = None
         self._handles: dict[int, OpcUaSignalConfig] = {}
         self._absent: dict[str, tuple[OpcUaSignalConfig, str]] = {}  # name -> (signal, why)
@@ -92,8 +124,9 @@ class Session:
         client = Client(
             config.endpoint, timeout=config.timeout, watchdog_intervall=config.watchdog_interval
         )
-        # asyncua's own stale-subscription watchdog would recreate silently; ours is
-        # configured by stale_after_intervals and counted in health.
+        # asyncua's own stale-subscription watchdog would re-create silently and forever;
+        # ours escalates and is counted in health. (The subscription is built without
+        # Client.create_subscription, so that watchdog does not see it anyway.)
         client._stale_check_margin = math.inf
         client.session_timeout = max(60_000.0, 6_000.0 * config.watchdog_interval)
         client.connection_lost_callback = self._on_connection_lost
@@ -119,7 +152,15 @@ class Session:
         )
 
     async def _on_connection_lost(self, exc: Exception) -> None:
-        self._lost_reason = f"connection to {self.config.endpoint} lost: {exc or 'closed'}"
+        if isinstance(exc, TimeoutError) and not str(exc):
+            # asyncua's watchdog read of the server state timed out: say so
+            why = (
+                "the server did not answer the watchdog read of its state within "
+                f"{_seconds(self.config.watchdog_interval)} s (TimeoutError)"
+            )
+        else:
+            why = describe(exc)
+        self._lost_reason = f"connection to {self.config.endpoint} lost: {why}"
         with contextlib.suppress(asyncio.QueueFull):  # the serve loop also checks the flag
             self._queue.put_nowait(_LOST)
 
@@ -165,9 +206,25 @@ class Session:
 
     def _opened(self) -> None:
         self.health.bad_signals = dict(self._bad)
-        state = ConnectionState.DEGRADED if self._bad else ConnectionState.CONNECTED
-        error = next(iter(self._bad.values())) if self._bad else None
-        self.health.set_state(state, error)
+        self._update_state()
+
+    def _update_state(self) -> None:
+        """State from what is wrong now: a silent subscription first (it hides every
+        signal), then bad signals; connected (error cleared) when nothing is."""
+        if self._silence is not None:
+            state, error = ConnectionState.DEGRADED, self._silence
+        elif self._bad:
+            state, error = ConnectionState.DEGRADED, next(iter(self._bad.values()))
+        else:
+            state, error = ConnectionState.CONNECTED, None
+        if self.health.set_state(state, error):
+            log.info(
+                "opcua source state source=%s state=%s bad_signals=%d error=%r",
+                self.config.name,
+                state.value,
+                len(self._bad),
+                error,
+            )
 
     # -- subscribe -------------------------------------------------------------------
 
@@ -181,15 +238,29 @@ class Session:
             PublishingEnabled=True,
             Priority=0,
         )
-        subscription = await client.create_subscription(
+        # Built like Client.create_subscription does, to keep the server's answer: the
+        # keep-alive window is judged on the interval and count the server revised, and
+        # asyncua's version would also replace our keep-alive count by one derived from
+        # the session timeout whenever the server revises the interval.
+        subscription = Subscription(
+            client.uaclient.session,
             params,
             None,  # iterator mode
             queue_maxsize=max(10_000, 4 * len(self.nodes)),
             overflow=OverflowPolicy.DISCONNECT,
         )
         subscription.set_overflow_disconnect_handler(self._on_overflow)
+        revised = await subscription.init()
+        self._interval = (revised.RevisedPublishingInterval or 0.0) / 1000.0 or (
+            config.publishing_interval
+        )
+        self._keepalive_count = int(revised.RevisedMaxKeepAliveCount or 0) or (
+            config.keepalive_count
+        )
         self._subscription = subscription
         self._subscribed_at = time.monotonic()
+        if self._last_heard is None:
+            self._last_heard = self._subscribed_at
         self._collector = asyncio.create_task(self._collect(subscription), name="opcua collect")
         self._handles = {}
         self.nodes = await self._monitor(subscription, self.nodes)
@@ -286,9 +357,8 @@ class Session:
             await self._queue.put(event)
 
     async def _rebuild_subscription(self, reason: str) -> None:
-        """Delete the silent subscription and create it again on the same session."""
+        """Delete the subscription and create it again on the same session."""
         self.health.subscription_rebuilds += 1
-        self.health.last_error = reason
         log.warning("opcua subscription rebuilt source=%s reason=%r", self.config.name, reason)
         await self._drop_subscription()
         assert self.client is not None
@@ -327,7 +397,10 @@ class Session:
         if self._lost_reason is not None:
             raise NotConnected(self._lost_reason)
         if client is None or client.state is not UaClientState.CONNECTED:
-            raise NotConnected(f"connection to {self.config.endpoint} lost")
+            state = "closed" if client is None else client.state.name.lower()
+            raise NotConnected(
+                f"connection to {self.config.endpoint} lost (the OPC UA client is {state})"
+            )
 
     async def _serve_subscription(self) -> None:
         check_every = max(0.05, min(1.0, self.config.stale_after / 5))
@@ -344,7 +417,7 @@ class Session:
             self._check_connection()
             if samples:
                 await self._deliver(samples)
-            await self._check_stale()
+            await self._check_silence()
             await self._look_again()
 
     async def _next_items(self, wait: float) -> list[_Item]:
@@ -375,29 +448,92 @@ class Session:
         self._check_connection()  # BadShutdown after a lost connection: reconnect
         await self._rebuild_subscription(f"server reported subscription status {status.name}")
 
-    def _stale_limit(self, subscription: Subscription) -> float:
-        """The configured silence limit, but never below 1.5 keep-alive periods as the
-        server revised them (a server may lengthen the interval or the keep-alive count;
-        rebuilding a healthy quiet subscription over and over would be worse)."""
-        revised = subscription.parameters
-        interval = (revised.RequestedPublishingInterval or 0.0) / 1000.0
-        interval = max(interval, self.config.publishing_interval)
-        keepalive = max(int(revised.RequestedMaxKeepAliveCount or 0), self.config.keepalive_count)
-        return max(interval * self.config.stale_after_intervals, 1.5 * interval * keepalive)
+    def _keepalive_period(self) -> float:
+        """Seconds between keep-alives of a quiet subscription, as the server granted."""
+        return self._interval * self._keepalive_count
 
-    async def _check_stale(self) -> None:
+    def _stale_limit(self) -> float:
+        """The configured silence limit before re-creating, but never below 1.5 keep-alive
+        periods as the server revised them (a server may lengthen the interval or the
+        keep-alive count; re-creating a healthy quiet subscription would be worse)."""
+        interval = max(self._interval, self.config.publishing_interval)
+        return max(interval * self.config.stale_after_intervals, 1.5 * self._keepalive_period())
+
+    async def _check_silence(self) -> None:
+        """Escalate a subscription without publish responses; see the module docstring."""
         subscription = self._subscription
-        if subscription is None:
+        if subscription is None or self._last_heard is None:
             return
-        stale_after = self._stale_limit(subscription)
-        last = max(subscription.last_publish_at or 0.0, self._subscribed_at)
-        silent = time.monotonic() - last
-        if silent > stale_after:
-            self._check_connection()
-            await self._rebuild_subscription(
-                f"subscription silent for {silent:.1f}s (no data change and no keep-alive; "
-                f"limit {stale_after:g}s)"
+        heard = subscription.last_publish_at  # any publish response, keep-alives included
+        if heard is not None:
+            self.proven = True
+            self._rebuilt_for_silence = False
+            self._last_heard = max(self._last_heard, heard)
+        now = time.monotonic()
+        keepalive = self._keepalive_period()
+        limit = self._stale_limit()
+        silent = now - self._last_heard  # on this session, across re-creations
+        if silent <= min(keepalive + self._interval + KEEPALIVE_MARGIN, limit):
+            if self._silence is not None:
+                log.info(
+                    "opcua publish responses again source=%s next=re-read-every-value",
+                    self.config.name,
+                )
+                self._silence = None
+                await self._reread()
+                self._update_state()
+            return
+        starting = self._silence is None
+        self._check_connection()  # a lost connection explains the silence better
+        cause = (
+            f"no publish response for {_seconds(silent)} s "
+            f"(keep-alive expected every {_seconds(keepalive)} s)"
+        )
+        if now - max(heard or 0.0, self._subscribed_at) > limit:
+            if self._rebuilt_for_silence:
+                raise NotConnected(
+                    f"{cause}; re-creating the subscription on the same session did not "
+                    "help: opening a new session"
+                )
+            self._rebuilt_for_silence = True
+            self._silence = cause  # degraded before the round trips of the re-creation
+            self._update_state()
+            await self._rebuild_subscription(cause)
+        if self._rebuilt_for_silence:
+            cause += "; subscription re-created on the same session"
+        self._silence = cause  # the text follows the growing silence
+        self._update_state()
+        if starting:
+            log.warning(
+                "opcua subscription silent source=%s error=%r next=values-bad-until-it-answers",
+                self.config.name,
+                cause,
             )
+            # The last values may no longer be true, and nothing says so: rules must not
+            # go on reporting them as good (a sample rule's interval would re-send a
+            # frozen value stamped with the current time). Bad, with the cause, until
+            # the server answers again.
+            when = datetime.now(UTC)
+            await self._deliver(
+                [Sample(signal.name, None, Quality.BAD, when, cause) for signal, _ in self.nodes]
+            )
+
+    async def _reread(self) -> None:
+        """Read every value once: after a silence that ended without a new subscription,
+        an unchanged value would get no notification and stay bad."""
+        nodes = list(self.nodes)
+        try:
+            values = await self._read(nodes)
+        except Exception as exc:
+            raise self._translate(exc) from None
+        origins = self.health.time_origins
+        samples = []
+        for (signal, _), value in zip(nodes, values, strict=True):
+            sample, origin = to_sample(signal.name, value, signal.data_type)
+            origins[origin.value] = origins.get(origin.value, 0) + 1
+            samples.append(sample)
+        if samples:
+            await self._deliver(samples)
 
     # -- poll ------------------------------------------------------------------------
 
@@ -411,6 +547,7 @@ class Session:
                 values = await self._read(nodes)
             except Exception as exc:
                 raise self._translate(exc) from None
+            self.proven = True
             samples = []
             origins = self.health.time_origins
             for (signal, _), value in zip(nodes, values, strict=True):
@@ -458,15 +595,7 @@ class Session:
         if fresh:
             health.last_data_time = time.time()
         health.bad_signals = dict(self._bad)
-        state = ConnectionState.DEGRADED if self._bad else ConnectionState.CONNECTED
-        error = next(iter(self._bad.values())) if self._bad else None
-        if health.set_state(state, error):
-            log.info(
-                "opcua source state source=%s state=%s bad_signals=%d",
-                self.config.name,
-                state.value,
-                len(self._bad),
-            )
+        self._update_state()
         await self.sink(samples)
 
     async def close(self) -> None:
@@ -480,3 +609,10 @@ class Session:
                 await client.disconnect()
         with contextlib.suppress(Exception):
             client.disconnect_socket()
+
+
+def _seconds(value: float) -> str:
+    """Seconds for a person: whole seconds from 10 s on, else one decimal ("0.3", "2")."""
+    if value >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}".removesuffix(".0")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -145,4 +146,9 @@ def to_sample(
         return Sample(signal, None, Quality.BAD, when, str(exc)), origin
     if plain is None:
         return Sample(signal, None, Quality.BAD, when, "the server sent no value"), origin
+    if isinstance(plain, float) and not math.isfinite(plain):
+        # Rules cannot compare or add it, and JSON has no NaN: bad, saying why (as the
+        # Modbus codec does for a float register holding NaN).
+        why = "not a number (NaN)" if math.isnan(plain) else "infinite value"
+        return Sample(signal, None, Quality.BAD, when, f"the server sent {why}"), origin
     return Sample(signal, plain, quality, when), origin

@@ -4,6 +4,7 @@ sink, bounded waits (never a fixed sleep as an assertion), and a socat pty pair.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.pdu import ModbusPDU
 
 from drivers.base import Sample
 from drivers.modbus.config import ModbusRtuConfig, ModbusTcpConfig
@@ -127,3 +129,26 @@ async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     finally:
         process.terminate()
         await process.wait()
+
+
+UNSERVED = 247  # a unit id no test server serves: requests for it are never answered
+
+
+class UnitServer(SimulatorServer):
+    """The simulator, counting requests per unit id and not answering ``muted`` ones.
+
+    pymodbus 3.16's server with ``ignore_missing_devices`` drops a request for a unit
+    id it does not serve (no answer, like a dead RS-485 device); a muted unit's
+    request is redirected to such an id after it is counted."""
+
+    def __init__(self, line: SimulatedLine, **kwargs: Any) -> None:
+        super().__init__(line, **kwargs)
+        self.by_unit: collections.Counter[int] = collections.Counter()
+        self.muted: set[int] = set()
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending:
+            self.by_unit[pdu.dev_id] += 1
+            if pdu.dev_id in self.muted:
+                pdu.dev_id = UNSERVED
+        return super()._trace_pdu(sending, pdu)

@@ -71,5 +71,8 @@ async def test_a_missing_serial_port_is_disconnected_once(tmp_path: Any) -> None
         await wait_until(lambda: driver.health.state is ConnectionState.DISCONNECTED)
         await asyncio.sleep(0.5)  # let several reconnect attempts (every 0.1 s) fail
     assert all(s.quality is Quality.BAD for s in first)
+    assert {s.error for s in first} == {
+        f"cannot open serial port {tmp_path}/ttyNOPE: it does not exist"
+    }
     assert all(b[0].quality is Quality.BAD for b in sink.batches)
     assert len(sink.batches) == 1

@@ -1,5 +1,5 @@
 """Helpers shared by the OPC UA tests: a driver running against a simulator, collecting
-what it delivers."""
+what it delivers, and ways to make the server or the path misbehave."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
+from asyncua import ua
+from asyncua.common.utils import Buffer
+from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.ua_binary import nodeid_from_binary
 
 from drivers.base import Quality, Sample
 from drivers.opcua.config import OpcUaConfig
@@ -122,3 +128,63 @@ class FreezingProxy:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+PUBLISH_REQUEST = ua.NodeId(ua.ObjectIds.PublishRequest_Encoding_DefaultBinary)
+CREATE_SUBSCRIPTION = ua.NodeId(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
+
+
+class PublishHold:
+    """Makes the asyncua servers of this test keep PublishRequests without answering them
+    while every other request (Read, CreateSubscription, CloseSession…) is answered: a
+    server whose publishing is wedged, behind a healthy TCP connection, secure channel and
+    session. ``release()`` hands the held requests to the server as if they had just
+    arrived, so a client still on that connection gets its answers.
+
+    It wraps ``UaProcessor.process_message`` (asyncua 2.1: one processor per connection,
+    called once per secure message), the only place that sees every request with its
+    session; asyncua has no public switch for this. It also records, per server-side
+    session, the CreateSubscription requests and the connection each session came on.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.holding = False
+        self.sessions: list[str] = []  # server-side session ids, in order of first request
+        self.connections: dict[str, UaProcessor] = {}  # session -> its connection
+        self.subscriptions_created: dict[str, int] = {}  # session -> CreateSubscription count
+        self._held: list[tuple[UaProcessor, Any, Buffer]] = []
+        original = UaProcessor.process_message
+        self._original = original
+        hold = self
+
+        async def process_message(processor: UaProcessor, seqhdr: Any, body: Buffer) -> Any:
+            typeid = nodeid_from_binary(body.copy())  # peek: the body is read again below
+            hold._record(processor, typeid)
+            if hold.holding and typeid == PUBLISH_REQUEST:
+                hold._held.append((processor, seqhdr, body))
+                return True  # keep the connection; answer nothing
+            return await original(processor, seqhdr, body)
+
+        monkeypatch.setattr(UaProcessor, "process_message", process_message)
+
+    def _record(self, processor: UaProcessor, typeid: ua.NodeId) -> None:
+        if processor.session is None:
+            return
+        session = str(processor.session.session_id)
+        if session not in self.connections:
+            self.sessions.append(session)
+            self.connections[session] = processor
+        if typeid == CREATE_SUBSCRIPTION:
+            self.subscriptions_created[session] = self.subscriptions_created.get(session, 0) + 1
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    async def release(self) -> None:
+        """Answer publishes again, starting with the held ones of connections still open."""
+        self.holding = False
+        held, self._held = self._held, []
+        for processor, seqhdr, body in held:
+            if not processor._transport.is_closing():
+                await self._original(processor, seqhdr, body)

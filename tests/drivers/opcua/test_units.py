@@ -114,6 +114,18 @@ def test_a_value_that_breaks_the_declared_type_is_a_bad_sample() -> None:
     assert sample.error == "expected uint32 (data_type), got float 2.5"
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (float("nan"), "the server sent not a number (NaN)"),
+        (float("-inf"), "the server sent infinite value"),
+    ],
+)
+def test_a_nan_or_infinite_float_is_a_bad_sample_that_says_why(raw: float, why: str) -> None:
+    sample, _ = to_sample("x", value(raw, ua.VariantType.Double), DataType.FLOAT64)
+    assert (sample.value, sample.quality, sample.error) == (None, Quality.BAD, why)
+
+
 def config(**overrides: object) -> dict[str, object]:
     data: dict[str, object] = {
         "type": "opcua",
