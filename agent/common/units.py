@@ -54,6 +54,13 @@ def format_duration(seconds: float) -> str:
     return f"{round(seconds * 1000, 3):g}ms"
 
 
+def seconds_text(value: float) -> str:
+    """Seconds in a message for a person, without the unit: whole from 10 on, else at most
+    two significant digits ("0.25", "7.2", "2", "47"). Every message writes " s" after
+    it, so health reasons, errors and log lines spell durations alike."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
 def format_size(size: int) -> str:
     for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if size >= factor and size % factor == 0:

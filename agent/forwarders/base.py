@@ -14,9 +14,9 @@ forwarder translates its library's exceptions into these at its module boundary:
   The loop stops sending to it, health says failing, and it is retried only after a
   long pause or a config reload — never in a tight loop.
 
-Every message says what happened in words: ``describe`` turns a library exception into
-"message (Type)", and into a sentence when the exception carries no message (httpx's
-``ReadError`` after a connection reset is ``ReadError('')``).
+Every message says what happened in words: ``agent.common.errors.describe`` turns a
+library exception into "message (Type)", and into a sentence when the exception carries
+no message (httpx's ``ReadError`` after a connection reset is ``ReadError('')``).
 """
 
 from __future__ import annotations
@@ -30,28 +30,6 @@ from buffer.rows import ClaimedEvent
 
 class ForwardError(Exception):
     """Base class; the message is meant for a person reading the log."""
-
-
-def describe(exc: BaseException, when_empty: str | None = None) -> str:
-    """``exc`` in words for a person: "its message (Type)". Some exceptions say nothing
-    (``str(exc) == ""``): then the first message along its cause chain, else
-    ``when_empty`` (a sentence the caller knows to be true of that type), else a plain
-    statement that it gave no detail. Never an empty text after a colon."""
-    name = type(exc).__name__
-    text = _message(exc) or when_empty or "failed without a message"
-    return f"{text} ({name})"
-
-
-def _message(exc: BaseException) -> str:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = str(current).strip()
-        if text:
-            return text
-        current = current.__cause__ or current.__context__
-    return ""
 
 
 class NotConnected(ForwardError):

@@ -14,7 +14,8 @@ from collections.abc import Awaitable
 
 import httpx
 
-from agent.forwarders.base import NotConnected, Transient, describe
+from agent.common.errors import describe
+from agent.forwarders.base import NotConnected, Transient
 
 # What an httpx error means, said when neither it nor its causes carry a message.
 _MEANING: tuple[tuple[type[httpx.HTTPError], str], ...] = (
@@ -27,10 +28,6 @@ _MEANING: tuple[tuple[type[httpx.HTTPError], str], ...] = (
     (httpx.ConnectError, "the server cannot be reached"),
     (httpx.DecodingError, "the answer's body cannot be decoded"),
 )
-
-
-def _meaning(exc: httpx.HTTPError) -> str | None:
-    return next((text for kind, text in _MEANING if isinstance(exc, kind)), None)
 
 
 def _timed_out(exc: httpx.TimeoutException, within: float) -> str:
@@ -60,6 +57,6 @@ async def bounded(request: Awaitable[httpx.Response], within: float, where: str)
     except httpx.TimeoutException as exc:
         raise Transient(f"{where}: {_timed_out(exc, within)}") from None
     except (httpx.ConnectError, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
-        raise NotConnected(f"{where}: cannot connect: {describe(exc, _meaning(exc))}") from None
+        raise NotConnected(f"{where}: cannot connect: {describe(exc, words=_MEANING)}") from None
     except httpx.HTTPError as exc:  # dropped mid-answer, a body that cannot be decoded
-        raise Transient(f"{where}: {describe(exc, _meaning(exc))}") from None
+        raise Transient(f"{where}: {describe(exc, words=_MEANING)}") from None

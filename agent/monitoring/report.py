@@ -34,6 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.common.units import seconds_text
 from agent.monitoring.status import DestinationHealth, DestinationState
 from drivers.base import ConnectionState, SourceHealth
 
@@ -56,11 +57,6 @@ def _disk(agent: Agent) -> dict[str, Any]:
 
 def _age(since: float | None, now: float) -> float | None:
     return None if since is None else round(max(0.0, now - since), 3)
-
-
-def _seconds(value: float) -> str:
-    """A duration for a reason: whole seconds, a tenth below ten ("0.7", "12")."""
-    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def stale_for(health: SourceHealth, now: float) -> float | None:
@@ -162,7 +158,7 @@ def _destination_reasons(agent: Agent, destinations: dict[str, Any], reasons: li
         in_flight, limit = dest["request_in_flight_s"], dest["slow_after_s"]
         if _slow(in_flight, limit):
             reasons.append(
-                f"destination {name}: request in flight for {_seconds(in_flight)} s"
+                f"destination {name}: request in flight for {seconds_text(in_flight)} s"
                 f" (limit {limit:g} s)"
             )
         if (dest["oldest_pending_age_s"] or 0) > agent.config.health.stale_after:
@@ -188,7 +184,7 @@ def _source_reasons(agent: Agent, now: float, reasons: list[str]) -> None:
         silent = stale_for(health, now)
         if silent is not None and health.stale_after is not None:
             reasons.append(
-                f"source {driver.name}: no good data for {_seconds(silent)} s"
+                f"source {driver.name}: no good data for {seconds_text(silent)} s"
                 f" (expected within {health.stale_after:g} s)"
             )
 

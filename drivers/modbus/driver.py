@@ -53,6 +53,8 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ModbusPDU
 
 from agent.common.backoff import Backoff
+from agent.common.errors import Words, describe
+from agent.common.units import seconds_text
 from drivers.base import (
     ConnectionState,
     DriverError,
@@ -120,17 +122,11 @@ _TABLE_DIGIT = {
 # is set out of reach.
 _NEVER = 2**31
 
-# Sentences for exceptions whose message may be empty (a reset connection often has none).
-_PLAIN_WORDS: tuple[tuple[type[BaseException], str], ...] = (
+# What pymodbus's bare exceptions mean; agent.common.errors has the general ones (a reset
+# or refused connection, a timeout).
+_WORDS: Words = (
     (ConnectionException, "the connection is not open"),
     (ModbusIOException, "no valid answer arrived"),
-    (ConnectionResetError, "the other side reset the connection"),
-    (ConnectionRefusedError, "the connection was refused"),
-    (ConnectionAbortedError, "the connection was aborted"),
-    (BrokenPipeError, "the connection was closed by the other side"),
-    (TimeoutError, "no answer in time"),
-    (EOFError, "the other side closed the connection"),
-    (OSError, "the operating system reported an error"),
 )
 _MODBUS_TAG = re.compile(r"^\[[^\]]*\]\s*")
 
@@ -153,27 +149,14 @@ class BlockFailed(DriverError):
 
 
 def exception_text(exc: BaseException) -> str:
-    """``Type: message``, or a sentence when the exception carries no message, so an
-    error never shows as a bare ``ConnectionResetError:``."""
-    name = type(exc).__name__
+    """ "message (Type)" (agent.common.errors), never a bare ``ConnectionResetError:``."""
     if isinstance(exc, ModbusException):
-        # str() adds "Modbus Error: [Connection] " around the message; the type name
-        # already says that much.
-        message = _MODBUS_TAG.sub("", exc.string)
-    elif isinstance(exc, OSError) and exc.strerror:
-        message = exc.strerror
-    elif isinstance(exc, OSError) and exc.errno:
-        message = os.strerror(exc.errno)
-    else:
-        message = str(exc)
-    message = message.strip()
-    if message:
-        return f"{name}: {message}"
-    sentence = next(
-        (words for kind, words in _PLAIN_WORDS if isinstance(exc, kind)),
-        "an error without a message",
-    )
-    return f"{sentence} ({name})"
+        # str() wraps the message in "Modbus Error: [Connection] ..."; the type name
+        # already says that much, and without a message the wrapper is all there is.
+        message = _MODBUS_TAG.sub("", exc.string).strip()
+        said = message or next((text for kind, text in _WORDS if isinstance(exc, kind)), None)
+        return f"{said or 'failed without a message'} ({type(exc).__name__})"
+    return describe(exc, words=_WORDS)
 
 
 def exception_response_text(code: int) -> str:
@@ -313,11 +296,6 @@ class _Fault:
     since: float
 
 
-def _seconds(value: float) -> str:
-    """0.1s, 2.5s, 30s, 150s: short, and never in exponent notation."""
-    return f"{value:.0f}s" if value >= 100 else f"{value:.3g}s"
-
-
 class ModbusDriver:
     """Polls one Modbus TCP connection or RTU bus; see the module docstring."""
 
@@ -426,8 +404,8 @@ class ModbusDriver:
                 )
             return f"cannot open serial port {port}: it exists but could not be opened"
         if elapsed >= 0.9 * self.config.timeout:
-            timeout = _seconds(self.config.timeout)
-            return f"cannot connect to {self._target}: no answer within {timeout}"
+            timeout = seconds_text(self.config.timeout)
+            return f"cannot connect to {self._target}: no answer within {timeout} s"
         return (
             f"cannot connect to {self._target}: the connection was refused "
             "or the host is unreachable"
@@ -445,11 +423,11 @@ class ModbusDriver:
             return
         self._disconnected_at = time.monotonic()
         log.warning(
-            "modbus source disconnected source=%s target=%s error=%r next=reconnect-in-%s",
+            "modbus source disconnected source=%s target=%s error=%r next=reconnect-in-%ss",
             self.name,
             self._target,
             error,
-            _seconds(delay),
+            seconds_text(delay),
         )
         now = datetime.now(UTC)
         self.health.bad_signals = {name: error for name in self.signal_names()}
@@ -541,7 +519,7 @@ class ModbusDriver:
                 ) from None
             raise DeviceSilent(
                 f"unit {block.unit} does not answer: no reply to {block.registers()} "
-                f"within {_seconds(self.config.timeout)}",
+                f"within {seconds_text(self.config.timeout)} s",
                 timed_out=True,
             ) from None
         except OSError as exc:  # a serial adapter unplugged, a socket error on send
@@ -590,20 +568,20 @@ class ModbusDriver:
         unit.timed_out = timed_out
         if unit.out:
             log.debug(
-                "modbus probe unanswered source=%s unit=%d next=probe-in-%s",
+                "modbus probe unanswered source=%s unit=%d next=probe-in-%ss",
                 self.name,
                 unit.id,
-                _seconds(delay),
+                seconds_text(delay),
             )
             return
         unit.out, unit.out_since, unit.logged = True, now, not quiet
         if unit.logged:
             log.warning(
-                "modbus unit not answering source=%s unit=%d error=%r next=probe-in-%s",
+                "modbus unit not answering source=%s unit=%d error=%r next=probe-in-%ss",
                 self.name,
                 unit.id,
                 error,
-                _seconds(delay),
+                seconds_text(delay),
             )
 
     def _unit_answers(self, unit: _Unit) -> None:
@@ -612,10 +590,10 @@ class ModbusDriver:
             return
         if unit.logged:
             log.info(
-                "modbus unit answering again source=%s unit=%d after=%s",
+                "modbus unit answering again source=%s unit=%d after=%ss",
                 self.name,
                 unit.id,
-                _seconds(time.monotonic() - unit.out_since),
+                seconds_text(time.monotonic() - unit.out_since),
             )
         unit.out = unit.timed_out = unit.logged = False
         unit.error = ""
@@ -627,11 +605,11 @@ class ModbusDriver:
             if fault is not None:
                 del self._block_faults[index]
                 log.info(
-                    "modbus block reads again source=%s unit=%d block=%r after=%s",
+                    "modbus block reads again source=%s unit=%d block=%r after=%ss",
                     self.name,
                     block.unit,
                     block.registers(),
-                    _seconds(time.monotonic() - fault.since),
+                    seconds_text(time.monotonic() - fault.since),
                 )
             return
         if fault is not None:
@@ -639,12 +617,12 @@ class ModbusDriver:
             return
         self._block_faults[index] = _Fault(error, time.monotonic())
         log.warning(
-            "modbus block failed source=%s unit=%d block=%r error=%r next=retry-in-%s",
+            "modbus block failed source=%s unit=%d block=%r error=%r next=retry-in-%ss",
             self.name,
             block.unit,
             block.registers(),
             error,
-            _seconds(self.config.scan_interval),
+            seconds_text(self.config.scan_interval),
         )
 
     def _value_states(self, block: Block, undecodable: dict[str, str]) -> None:
@@ -656,19 +634,19 @@ class ModbusDriver:
             if error is None and fault is not None:
                 del self._value_faults[signal.name]
                 log.info(
-                    "modbus value readable again source=%s signal=%s after=%s",
+                    "modbus value readable again source=%s signal=%s after=%ss",
                     self.name,
                     signal.name,
-                    _seconds(time.monotonic() - fault.since),
+                    seconds_text(time.monotonic() - fault.since),
                 )
             elif error is not None and fault is None:
                 self._value_faults[signal.name] = _Fault(error, time.monotonic())
                 log.warning(
-                    "modbus value unreadable source=%s signal=%s error=%r next=retry-in-%s",
+                    "modbus value unreadable source=%s signal=%s error=%r next=retry-in-%ss",
                     self.name,
                     signal.name,
                     error,
-                    _seconds(self.config.scan_interval),
+                    seconds_text(self.config.scan_interval),
                 )
 
     def _update_health(self, samples: Sequence[Sample]) -> None:
@@ -684,11 +662,11 @@ class ModbusDriver:
         # block or value line logged when it happened.
         if self.health.set_state(state, error) and before is ConnectionState.DISCONNECTED:
             log.info(
-                "modbus source connected again source=%s target=%s after=%s reconnects=%d "
+                "modbus source connected again source=%s target=%s after=%ss reconnects=%d "
                 "bad_signals=%d",
                 self.name,
                 self._target,
-                _seconds(time.monotonic() - self._disconnected_at),
+                seconds_text(time.monotonic() - self._disconnected_at),
                 self.health.reconnects,
                 len(bad),
             )

@@ -8,6 +8,8 @@ import asyncio
 
 from asyncua import ua
 
+from agent.common.errors import Words
+from agent.common.errors import describe as describe_error
 from drivers.base import DriverError, NotConnected
 
 _USER_REFUSED = {
@@ -32,32 +34,19 @@ class AccessRefused(DriverError):
     """The server refused this client's identity: a person must fix credentials or trust."""
 
 
-# What an exception without a message means, in words: asyncua and asyncio raise several
-# of these bare (a reset socket, a watchdog read that timed out), and "lost: " with
-# nothing after it tells a plant engineer nothing. Most specific classes first.
-_BARE: tuple[tuple[type[BaseException], str], ...] = (
+# What asyncua's bare exceptions (a reset socket, a closed stream) mean to an OPC UA
+# client; agent.common.errors has the general ones (a timeout, a refused connection).
+_WORDS: Words = (
     (ConnectionResetError, "connection closed by the server"),
     (BrokenPipeError, "connection closed by the server"),
-    (ConnectionAbortedError, "connection aborted by this machine's network stack"),
-    (ConnectionRefusedError, "connection refused: no OPC UA server listening"),
     (EOFError, "connection closed by the server"),
-    (TimeoutError, "no answer in time"),
-    (ConnectionError, "connection failed"),
-    (OSError, "network error"),
+    (ConnectionRefusedError, "connection refused: no OPC UA server listening"),
 )
 
 
 def describe(exc: BaseException) -> str:
-    """The exception in words, never empty: ``Type: message``, or a sentence naming the
-    type when the exception carries no message."""
-    kind = type(exc).__name__
-    text = str(exc).strip()
-    if text:
-        return f"{kind}: {text}"
-    for cls, sentence in _BARE:
-        if isinstance(exc, cls):
-            return f"{sentence} ({kind})"
-    return f"{kind} raised without a message"
+    """The exception in words, never empty: "message (Type)" (agent.common.errors)."""
+    return describe_error(exc, words=_WORDS)
 
 
 def translate(

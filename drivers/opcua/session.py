@@ -44,6 +44,7 @@ from asyncua.common.subscription import (
     Subscription,
 )
 
+from agent.common.units import seconds_text
 from drivers.base import (
     ConnectionState,
     DriverError,
@@ -156,7 +157,7 @@ class Session:
             # asyncua's watchdog read of the server state timed out: say so
             why = (
                 "the server did not answer the watchdog read of its state within "
-                f"{_seconds(self.config.watchdog_interval)} s (TimeoutError)"
+                f"{seconds_text(self.config.watchdog_interval)} s (TimeoutError)"
             )
         else:
             why = describe(exc)
@@ -486,8 +487,8 @@ class Session:
         starting = self._silence is None
         self._check_connection()  # a lost connection explains the silence better
         cause = (
-            f"no publish response for {_seconds(silent)} s "
-            f"(keep-alive expected every {_seconds(keepalive)} s)"
+            f"no publish response for {seconds_text(silent)} s "
+            f"(keep-alive expected every {seconds_text(keepalive)} s)"
         )
         if now - max(heard or 0.0, self._subscribed_at) > limit:
             if self._rebuilt_for_silence:
@@ -609,10 +610,3 @@ class Session:
                 await client.disconnect()
         with contextlib.suppress(Exception):
             client.disconnect_socket()
-
-
-def _seconds(value: float) -> str:
-    """Seconds for a person: whole seconds from 10 s on, else one decimal ("0.3", "2")."""
-    if value >= 10:
-        return f"{value:.0f}"
-    return f"{value:.1f}".removesuffix(".0")

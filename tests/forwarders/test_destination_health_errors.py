@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from agent.common.errors import describe
 from agent.config.models import AgentSection
-from agent.forwarders.base import ForwardError, NotConnected, Transient, describe
+from agent.forwarders.base import ForwardError, NotConnected, Transient
 from agent.forwarders.http.config import HttpDestinationConfig
 from agent.forwarders.http.forwarder import WebhookForwarder
 from agent.forwarders.mqtt.config import MqttDestinationConfig
@@ -161,7 +162,7 @@ async def test_mqtt_broker_that_never_answers_is_said_in_words(silent: SilentSer
     ("exc", "expected"),
     [
         (ValueError("bad topic"), "bad topic (ValueError)"),
-        (OSError(), "failed without a message (OSError)"),
+        (OSError(), "the operating system reported an error (OSError)"),
     ],
 )
 def test_describe_names_the_type_and_never_leaves_a_hole(exc: Exception, expected: str) -> None:

@@ -65,9 +65,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.common.backoff import Backoff
+from agent.common.errors import describe
 from agent.common.secrets import SecretError, read_secret
 from agent.config.models import AgentSection
-from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult, describe
+from agent.forwarders.base import Fatal, ForwardError, NotConnected, SendResult
 from agent.forwarders.mqtt.config import (
     Message,
     MqttDestinationConfig,

@@ -118,7 +118,7 @@ async def test_a_dead_unit_is_probed_once_per_backoff_period_without_retries(
         assert samples["u1.state"].quality is Quality.GOOD
         assert samples["u2.state"].quality is Quality.BAD
         assert samples["u2.state"].error == (
-            "unit 2 does not answer: no reply to holding 40001-40004 within 1s"
+            "unit 2 does not answer: no reply to holding 40001-40004 within 1 s"
         )
     assert driver.health.state is ConnectionState.DEGRADED
     assert driver.health.last_error == samples["u2.state"].error
@@ -153,7 +153,7 @@ async def test_a_tcp_device_whose_only_unit_is_silent_is_reconnected_with_backof
     assert driver.health.state is ConnectionState.DISCONNECTED
     assert driver.health.last_error == (
         "no unit on 127.0.0.1:502 answers: "
-        "unit 1 does not answer: no reply to holding 40001-40004 within 0.3s"
+        "unit 1 does not answer: no reply to holding 40001-40004 within 0.3 s"
     )
     assert len(sink.batches) == 1  # bad samples once, on the transition
     assert fake.connects == len(sent)
@@ -234,7 +234,7 @@ async def test_a_dead_unit_on_a_real_server_costs_its_neighbour_one_timeout_per_
     # Unit 1 bad with a reason while it is out; the connection never dropped.
     for batch in sink.batches:
         assert by_name(batch)["u1.state"].error == (
-            "unit 1 does not answer: no reply to holding 40001-40004 within 0.1s"
+            "unit 1 does not answer: no reply to holding 40001-40004 within 0.1 s"
         )
     assert set(sink.states) == {ConnectionState.DEGRADED}
     assert driver.health.reconnects == 0
@@ -272,7 +272,7 @@ async def test_a_unit_answering_again_is_read_at_full_rate_and_logged_once(
     back = [line for line in lines if line.startswith("modbus unit answering again")]
     assert out == [
         "modbus unit not answering source=line unit=1 error='unit 1 does not answer: "
-        "no reply to holding 40001-40004 within 0.1s' next=probe-in-0.1s"
+        "no reply to holding 40001-40004 within 0.1 s' next=probe-in-0.1s"
     ]
     assert len(back) == 1
     assert back[0].startswith("modbus unit answering again source=line unit=1 after=")

@@ -41,7 +41,7 @@ def _says_something(text: str | None) -> bool:
         (ConnectionResetError(), "the other side reset the connection (ConnectionResetError)"),
         (
             OSError(104, "Connection reset by peer"),  # OSError picks the subclass by errno
-            "ConnectionResetError: Connection reset by peer",
+            "[Errno 104] Connection reset by peer (ConnectionResetError)",
         ),
         (BrokenPipeError(), "the connection was closed by the other side (BrokenPipeError)"),
         (TimeoutError(), "no answer in time (TimeoutError)"),
@@ -49,11 +49,11 @@ def _says_something(text: str | None) -> bool:
         (ConnectionException(""), "the connection is not open (ConnectionException)"),
         (
             ModbusIOException("No response received after 1 retries"),
-            "ModbusIOException: No response received after 1 retries",
+            "No response received after 1 retries (ModbusIOException)",
         ),
-        (RuntimeError(), "an error without a message (RuntimeError)"),
-        (ValueError("  "), "an error without a message (ValueError)"),
-        (ValueError("bad frame"), "ValueError: bad frame"),
+        (RuntimeError(), "failed without a message (RuntimeError)"),
+        (ValueError("  "), "failed without a message (ValueError)"),
+        (ValueError("bad frame"), "bad frame (ValueError)"),
     ],
 )
 def test_an_exception_always_reads_as_words(exc: BaseException, text: str) -> None:

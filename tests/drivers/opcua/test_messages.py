@@ -35,9 +35,9 @@ COLON_PAIRS = r"(?:[0-9A-F]{2}:){19}[0-9A-F]{2}"
         (BrokenPipeError(), "connection closed by the server (BrokenPipeError)"),
         (EOFError(), "connection closed by the server (EOFError)"),
         (TimeoutError(), "no answer in time (TimeoutError)"),
-        (OSError(), "network error (OSError)"),
-        (ua.UaError(), "UaError raised without a message"),
-        (ConnectionError("transport lost"), "ConnectionError: transport lost"),
+        (OSError(), "the operating system reported an error (OSError)"),
+        (ua.UaError(), "failed without a message (UaError)"),
+        (ConnectionError("transport lost"), "transport lost (ConnectionError)"),
     ],
 )
 def test_an_exception_is_described_in_words_even_without_a_message(
@@ -53,8 +53,8 @@ def test_an_exception_is_described_in_words_even_without_a_message(
             ConnectionResetError(),
             f"cannot reach {ENDPOINT}: connection closed by the server (ConnectionResetError)",
         ),
-        (RuntimeError(), f"{ENDPOINT}: RuntimeError raised without a message"),
-        (ValueError("bad frame"), f"{ENDPOINT}: ValueError: bad frame"),
+        (RuntimeError(), f"{ENDPOINT}: failed without a message (RuntimeError)"),
+        (ValueError("bad frame"), f"{ENDPOINT}: bad frame (ValueError)"),
     ],
 )
 def test_translated_errors_never_end_after_the_colon(exc: BaseException, text: str) -> None:
@@ -79,7 +79,7 @@ def session() -> Session:
             TimeoutError(),
             "the server did not answer the watchdog read of its state within 5 s (TimeoutError)",
         ),
-        (ConnectionError("transport lost"), "ConnectionError: transport lost"),
+        (ConnectionError("transport lost"), "transport lost (ConnectionError)"),
     ],
 )
 async def test_a_lost_connection_says_why(exc: Exception, cause: str) -> None:
