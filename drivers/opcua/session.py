@@ -522,11 +522,16 @@ class Session:
     async def _reread(self) -> None:
         """Read every value once: after a silence that ended without a new subscription,
         an unchanged value would get no notification and stay bad."""
-        nodes = list(self.nodes)
+        await self._read_and_deliver()
+
+    async def _read_and_deliver(self) -> None:
+        """One Read of every resolved node, handed to the sink as samples."""
+        nodes = list(self.nodes)  # _look_again may add to it between reads
         try:
             values = await self._read(nodes)
         except Exception as exc:
             raise self._translate(exc) from None
+        self.proven = True
         origins = self.health.time_origins
         samples = []
         for (signal, _), value in zip(nodes, values, strict=True):
@@ -543,20 +548,7 @@ class Session:
         next_poll = time.monotonic()
         while True:
             self._check_connection()
-            nodes = list(self.nodes)  # _look_again may add to it between polls
-            try:
-                values = await self._read(nodes)
-            except Exception as exc:
-                raise self._translate(exc) from None
-            self.proven = True
-            samples = []
-            origins = self.health.time_origins
-            for (signal, _), value in zip(nodes, values, strict=True):
-                sample, origin = to_sample(signal.name, value, signal.data_type)
-                origins[origin.value] = origins.get(origin.value, 0) + 1
-                samples.append(sample)
-            if samples:
-                await self._deliver(samples)
+            await self._read_and_deliver()
             await self._look_again()
             next_poll += interval
             now = time.monotonic()
