@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.common.backoff import Backoff
 from agent.common.paths import default_state_dir
+from agent.common.units import seconds_text
 from drivers.base import (
     ConnectionState,
     DriverError,
@@ -63,7 +65,9 @@ class OpcUaDriver:
         self.health = SourceHealth(config.name)
         self.health.stale_after = _stale_after(config)
         self.state_dir = state_dir or default_state_dir()
-        self._failed = False  # a connection failed or was lost since the last one opened
+        # Monotonic time the source went down (a failed first connect included); None
+        # while a session is open. A session opening after it is a reconnection.
+        self._down_since: float | None = None
 
     def signal_names(self) -> Sequence[str]:
         return [signal.name for signal in self.config.signals]
@@ -78,46 +82,61 @@ class OpcUaDriver:
                 self._on_connected()
                 await session.serve()
             except DriverError as exc:
-                self._failed = True
-                await self._disconnected(str(exc), sink)
-            finally:
                 # Start the backoff over only after a session that delivered something:
                 # one that opens and then stays silent (a server holding publishes) is
                 # retried less and less often, up to backoff_max, like a refused connect.
                 if session.proven:
                     backoff.reset()
+                delay = backoff.next()
+                await self._disconnected(str(exc), sink, delay)
+            finally:
                 await session.close()
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():  # a cancel close() swallowed
                     raise asyncio.CancelledError
-            await asyncio.sleep(backoff.next())
+            await asyncio.sleep(delay)
 
     def _on_connected(self) -> None:
         # A session that opens after any failure is a reconnection, a failed first
         # connect included: health must show that the source recovered.
-        if self._failed:
-            self.health.reconnects += 1
-        self._failed = False
+        if self._down_since is None:
+            log.info(
+                "opcua source connected source=%s endpoint=%s mode=%s items=%s bad_signals=%d",
+                self.name,
+                self.config.endpoint,
+                self.config.mode.value,
+                self.health.subscribed_items,
+                len(self.health.bad_signals),
+            )
+            return
+        self.health.reconnects += 1
         log.info(
-            "opcua source connected source=%s endpoint=%s mode=%s items=%s bad_signals=%d",
+            "opcua source connected again source=%s endpoint=%s after=%ss reconnects=%d "
+            "items=%s bad_signals=%d",
             self.name,
             self.config.endpoint,
-            self.config.mode.value,
+            seconds_text(time.monotonic() - self._down_since),
+            self.health.reconnects,
             self.health.subscribed_items,
             len(self.health.bad_signals),
         )
+        self._down_since = None
 
-    async def _disconnected(self, error: str, sink: SampleSink) -> None:
+    async def _disconnected(self, error: str, sink: SampleSink, delay: float) -> None:
         """Enter DISCONNECTED; log and send bad samples on the transition only."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         changed = self.health.set_state(ConnectionState.DISCONNECTED, error)
         self.health.subscribed_items = None
         if not changed:
+            log.debug("opcua source still down source=%s error=%r", self.name, error)
             return
         log.warning(
-            "opcua source disconnected source=%s endpoint=%s error=%r",
+            "opcua source disconnected source=%s endpoint=%s error=%r next=reconnect-in-%ss",
             self.name,
             self.config.endpoint,
             error,
+            seconds_text(delay),
         )
         now = datetime.now(UTC)
         self.health.bad_signals = {name: error for name in self.signal_names()}

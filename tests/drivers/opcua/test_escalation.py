@@ -10,6 +10,7 @@ takes seconds; every wait has a generous bound and nothing asserts how long anyt
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -167,8 +168,9 @@ async def test_keep_alives_that_resume_clear_degraded_on_the_same_session(
 
 @pytest.mark.slow
 async def test_a_failed_first_connect_counts_as_a_reconnect_once_the_source_recovers(
-    simulator: OpcUaSimulator,
+    simulator: OpcUaSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="floorgate.drivers.opcua")
     await simulator.stop()  # nothing listens on the endpoint when the agent starts
     await simulator.add_variable("probe", 7, ua.VariantType.Int32)  # served once started
     config = source_config(simulator.endpoint, signals=[PROBE])
@@ -185,3 +187,9 @@ async def test_a_failed_first_connect_counts_as_a_reconnect_once_the_source_reco
         assert got.latest["probe"].value == 7
         assert driver.health.state is ConnectionState.CONNECTED
         assert driver.health.reconnects == 1
+    # one line when it went down, saying what comes next; one when it came back
+    lines = [r.getMessage() for r in caplog.records if r.name == "floorgate.drivers.opcua"]
+    down = [line for line in lines if line.startswith("opcua source disconnected")]
+    back = [line for line in lines if line.startswith("opcua source connected again")]
+    assert len(down) == 1 and "next=reconnect-in-" in down[0], lines
+    assert len(back) == 1 and "reconnects=1" in back[0], lines
