@@ -7,7 +7,9 @@ What is generated, and from what:
 
 - ``docs/configuration.md``: the configuration reference, from the pydantic schema
   (``FloorgateConfig``, every plugin's config models from ``agent.registry``, the rule
-  configs): one table per model with key, type, default and the field's description.
+  configs, and the machine templates that are expanded before ``FloorgateConfig`` sees
+  the file: ``TemplateConfig``, ``MachineInstance``): one table per model with key, type,
+  default and the field's description.
   To change a description, edit the ``Field(description=...)`` in the code.
 - ``docs/sources/<plugin>.md`` and ``docs/destinations/<plugin>.md``: each plugin
   folder's ``README.md``, with its relative links rewritten for the new place.
@@ -48,6 +50,12 @@ from agent.common.model import NAME_PATTERN  # noqa: E402
 from agent.common.paths import default_state_dir  # noqa: E402
 from agent.common.secrets import Secret  # noqa: E402
 from agent.config.models import FloorgateConfig  # noqa: E402
+from agent.config.template_models import (  # noqa: E402
+    RANGE_PATTERN,
+    MachineInstance,
+    RuleOverrides,
+    TemplateConfig,
+)
 from bench.common import number  # noqa: E402 (after the path is set)
 from drivers.opcua.config import NODE_ID_PATTERN  # noqa: E402
 
@@ -68,6 +76,13 @@ PATTERN_WORDS = {
     r"^https?://": "URL (`http://` or `https://`)",
     r"^opc\.tcp://": "URL (`opc.tcp://`)",
     NODE_ID_PATTERN: "node id: `nsu=<uri>;` or `ns=<index>;` then `i=`, `s=`, `g=` or `b=`",
+    RANGE_PATTERN: "first-last, e.g. `0-499`",
+}
+# Types a plant engineer reads better as words (a template's overrides: loose mappings,
+# checked once merged into the machine).
+TYPE_WORDS: dict[Any, str] = {
+    RuleOverrides: "map of name → the keys to change, or `null`",
+    dict[str, Any]: "the keys to change, or `null`",
 }
 SCALARS: dict[Any, str] = {
     str: "text",
@@ -242,6 +257,12 @@ class Reference:
                 self.plugin_of[model] = name
         for section, info in FloorgateConfig.model_fields.items():
             self._section(section, info.annotation)
+        # Templates are expanded before FloorgateConfig validates the file, so the root
+        # schema does not name them: their models are walked here, in their sections.
+        instance = self._add(MachineInstance, 2, "machines", INSTANCE_HEADING, "")
+        instance.fixed_heading = INSTANCE_HEADING
+        template = self._add(TemplateConfig, 2, "templates", "templates.NAME", "")
+        template.fixed_heading = "templates.NAME"
 
     # walking
 
@@ -314,6 +335,8 @@ class Reference:
     def type_text(self, annotation: Any, metadata: Sequence[Any]) -> str:
         kind = unit_kind(annotation, metadata)
         base = strip_optional(annotation)
+        if base in TYPE_WORDS:
+            return TYPE_WORDS[base]
         if kind is not None:
             text = kind
         elif members := union_members(base):
@@ -401,6 +424,14 @@ class Reference:
             )
         return lines
 
+    def top_level_table(self) -> list[str]:
+        """The root model's keys, with templates (not a key of the root model: expanded
+        before it validates) after machines."""
+        lines = self.table(FloorgateConfig)
+        after = next(n for n, line in enumerate(lines) if line.startswith("| `machines`"))
+        lines.insert(after + 1, TEMPLATES_ROW.format(link=self.link(TemplateConfig)))
+        return lines
+
     def model_block(self, doc: ModelDoc) -> list[str]:
         lines = [f"{'#' * doc.level} {doc.heading}", ""]
         summary = (doc.model.__doc__ or "").strip().split("\n\n")[0]
@@ -424,10 +455,10 @@ class Reference:
             *INTRO,
             "## Top level",
             "",
-            *self.table(FloorgateConfig),
+            *self.top_level_table(),
             "",
         ]
-        for section in FloorgateConfig.model_fields:
+        for section in SECTION_ORDER:
             docs = [d for d in self.order if d.section == section]
             if not docs:
                 continue
@@ -496,6 +527,13 @@ INTRO = [
     " empty string). A number in place of a name (`FLOORGATE__SOURCES__0__HOST`), a name"
     " that matches no item or several, and two variables for the same value are refused;"
     " every error caused by an override names the variable instead of a line.",
+    "- **Templates**: a machine type written once under `templates:` is made into machines"
+    " by `machines:` items with `template:` ([templates.md](templates.md)); the file is"
+    " expanded when read, so everything else sees plain signals and machines (`floorgate"
+    " check-config --expanded` prints them). A mistake in a template is reported at its line,"
+    " naming the machines made from it. Environment overrides apply before the expansion:"
+    " `FLOORGATE__MACHINES__press07__BASE_ADDRESS=700`,"
+    " `FLOORGATE__MACHINES__press07__OVERRIDES__SIGNALS__good__ADDRESS=40`.",
     "- **Reload**: `systemctl reload floorgate` applies a valid file by restarting only what"
     " changed; a change to `agent` or `buffer` needs a restart (see"
     " [install.md](install.md#reload-and-restart)).",
@@ -505,11 +543,22 @@ INTRO = [
     "",
 ]
 
+INSTANCE_HEADING = "machines[] (from a template)"
+# The sections in the order of the page: the root model's, with templates after machines.
+SECTION_ORDER = [*FloorgateConfig.model_fields]
+SECTION_ORDER.insert(SECTION_ORDER.index("machines") + 1, "templates")
+TEMPLATES_ROW = (
+    "| `templates` | map of name → {link} | `{{}}` | Machine types written once: their signals "
+    "and rules, made into machines by `machines:` items with `template:` (see "
+    "[templates.md](templates.md)). Expanded when the file is read. |"
+)
+
 # The root model's sections carry no Field description: what each one is, in short.
 TOP_LEVEL = {
     "agent": "This gateway: its id, ISA-95 site, state directory, log level.",
     "sources": "The connections read (PLCs, OPC UA servers); at least one.",
-    "machines": "Each machine's ISA-95 place and the rules that make events of its signals.",
+    "machines": "Each machine's ISA-95 place and the rules that make events of its signals;"
+    " written out, or [made from a template](#machines-from-a-template).",
     "destinations": "Where events are forwarded. None: events are only buffered.",
     "buffer": "The SQLite store-and-forward buffer (see [buffer.md](buffer.md)).",
     "health": "The health server: /healthz, /readyz, /metrics (see"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from agent.config.loader import EX_CONFIG, ConfigError, load_config
+from agent.config.loader import EX_CONFIG, ConfigError, LoadedConfig, load_config, load_expanded
 from agent.config.models import FloorgateConfig
 
 DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")
@@ -15,6 +15,15 @@ DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")
 def load_or_exit(path: Path) -> FloorgateConfig:
     try:
         return load_config(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+
+
+def load_expanded_or_exit(path: Path) -> LoadedConfig:
+    """load_or_exit, with the expansion of the templates (for check-config)."""
+    try:
+        return load_expanded(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None

@@ -14,22 +14,69 @@ from types import ModuleType
 
 from agent import __version__
 from agent.cli import status as status_cli
-from agent.cli.loading import DEFAULT_CONFIG, load_or_exit
+from agent.cli.loading import DEFAULT_CONFIG, load_expanded_or_exit, load_or_exit
 from agent.common.secrets import SecretError
 from agent.config.loader import EX_CONFIG
 from agent.registry import command_modules
 from agent.service.logs import setup_logging
 
 EX_UNAVAILABLE = 69  # sysexits: a service the agent needs is unavailable
+EX_DATAERR = 65  # sysexits: the input file is not what it should be
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from agent.config.describe import describe_config
+    from agent.config.describe import describe_config, expanded_yaml
 
-    config = load_or_exit(args.config)
+    loaded = load_expanded_or_exit(args.config)
+    if args.expanded:
+        print(expanded_yaml(loaded.expansion.data), end="")
+        return 0
     print(f"{args.config}: configuration is valid\n")
-    print(describe_config(config))
+    print(describe_config(loaded.config, loaded.expansion.uses))
     return 0
+
+
+def cmd_import_csv(args: argparse.Namespace) -> int:
+    """Print a template made from a Kepware or TIA Portal tag export. Exit 0 when every
+    row became a signal, 1 when some were refused (listed on stderr; the others are
+    printed), 65 when the file cannot be used or no row could."""
+    from agent.config.csvimport import CsvImportError, read_tag_export, template_yaml
+
+    try:
+        result = read_tag_export(
+            args.file, base_address=args.base_address, mb_hold_reg=args.mb_hold_reg, swap=args.swap
+        )
+    except CsvImportError as exc:
+        print(f"floorgate import-csv: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    for row in result.refused:
+        print(f"not imported: {row.render(str(args.file))}", file=sys.stderr)
+    if not result.signals:
+        print(f"floorgate import-csv: no row of {args.file} could be imported", file=sys.stderr)
+        return EX_DATAERR
+    options = [f"--template {args.template}"]
+    options += [f"--base-address {args.base_address}"] * bool(args.base_address)
+    options += [f"--mb-hold-reg {args.mb_hold_reg}"] * bool(args.mb_hold_reg)
+    options += [f"--swap {args.swap}"] * (args.swap != "none")
+    command = f"floorgate import-csv {args.file.name} {' '.join(options)}"
+    print(template_yaml(result, args.template, command=command), end="")
+    return 1 if result.refused else 0
+
+
+def _template_name(text: str) -> str:
+    import re
+
+    from agent.common.model import NAME_PATTERN
+
+    if not re.match(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError("letters, digits, _ and - only")
+    return text
+
+
+def _address(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("a Modbus address, 0-65535")
+    return int(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -118,7 +165,45 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate a config and show what the agent would do"
     )
     check.add_argument("config", type=Path)
+    check.add_argument(
+        "--expanded",
+        action="store_true",
+        help="print the config with every template expanded (plain YAML) instead",
+    )
     check.set_defaults(func=cmd_check_config)
+
+    imp = sub.add_parser(
+        "import-csv",
+        help="print a machine template made from a Kepware or TIA Portal tag export (CSV)",
+        description="Read a Kepware CSV export or a TIA Portal PLC tag table saved as CSV and "
+        "print its tags as the signals of a template, to paste into config.yaml. Rows that "
+        "do not map to Modbus are listed on stderr with the reason.",
+    )
+    imp.add_argument("file", type=Path, help="the CSV file")
+    imp.add_argument(
+        "--template", required=True, type=_template_name, help="the template's name, e.g. press"
+    )
+    imp.add_argument(
+        "--base-address",
+        type=_address,
+        default=0,
+        metavar="N",
+        help="subtract N from every address, to make them offsets from the machine's base",
+    )
+    imp.add_argument(
+        "--mb-hold-reg",
+        metavar="AREA",
+        help="S7 tags: where MB_SERVER's holding registers start (MB_HOLD_REG), e.g. MW100 "
+        "or DB10; %%M and %%DB tags are read from there",
+    )
+    imp.add_argument(
+        "--swap",
+        choices=("none", "byte", "word", "word_byte"),
+        default="none",
+        help="the device's byte and word order for 32- and 64-bit values (Kepware keeps it "
+        "in the device's settings, not in the export)",
+    )
+    imp.set_defaults(func=cmd_import_csv)
 
     sim = sub.add_parser("simulate", help="run the simulated press line (Modbus TCP) on its own")
     sim.add_argument("--host", default="127.0.0.1")

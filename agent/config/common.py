@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from pydantic import Field
 
@@ -86,4 +87,46 @@ class SourceSpec(Protocol):
     def signals(self) -> Sequence[SignalSpec]: ...
     def summary(self) -> str:
         """One line for `floorgate check-config`: what is read, from where, how often."""
+        ...
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one machine made from a template reads its signals: the machine's name and
+    the keys of its instance that locate the signals on its source (agent.config.templates).
+    A source type uses the keys that make sense for it and names the others in
+    ``PLACEMENT_KEYS`` (Modbus: base_address, device_address; OPC UA: node)."""
+
+    machine: str
+    source: str
+    base_address: int | None = None
+    device_address: int | None = None
+    node: str | None = None
+
+
+class PlacementError(ValueError):
+    """A template's signal that cannot be placed for one machine. ``signal_key`` names the
+    signal's key at fault (it is in the template, or in the machine's override), or
+    ``instance_key`` the machine's key (e.g. a missing node)."""
+
+    def __init__(
+        self, message: str, *, signal_key: str | None = None, instance_key: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.signal_key = signal_key
+        self.instance_key = instance_key
+
+
+class TemplateTarget(Protocol):
+    """What a source type's config class offers so that machines made from a template can
+    read from it (class attributes: the template's signals are raw mappings, placed before
+    any model is validated)."""
+
+    PLACEMENT_KEYS: ClassVar[frozenset[str]]
+
+    @classmethod
+    def place_template_signal(cls, signal: dict[str, Any], placement: Placement) -> dict[str, Any]:
+        """The template's signal (without its name) made this source's signal for one
+        machine; raises PlacementError."""
         ...

@@ -16,6 +16,9 @@ name (counters, samples, event_types, ...) is set whole, as YAML:
 ``FLOORGATE__DESTINATIONS__middleware__EVENT_TYPES='[alarm, machine.state]'``. Values are
 read as YAML (``8411`` is a number, ``'[a, b]'`` a list, an empty value an empty string).
 Two variables for the same value, or one inside a value another sets whole, are an error.
+Overrides apply to the file as written, before its templates are expanded
+(agent.config.templates): a machine made from a template is addressed by its name like any
+machine, its signals through ``MACHINES__<machine>__OVERRIDES__SIGNALS__<signal>__<KEY>``.
 (Plain pydantic-settings env parsing cannot address list items, which is most of this
 file.)
 """
@@ -31,6 +34,12 @@ from agent.config.problems import ConfigError, ConfigProblem, KeyPath, format_pa
 from agent.config.yamlfile import load_yaml
 
 ENV_PREFIX = "FLOORGATE__"
+# The signals of a machine made from a template are not in the file's sources: they are
+# set through the machine, which is in the file.
+MADE_SIGNAL_HINT = (
+    "a signal of a machine made from a template is set through the machine: "
+    f"{ENV_PREFIX}MACHINES__<machine>__OVERRIDES__SIGNALS__<signal>__<KEY>"
+)
 
 
 @dataclass(frozen=True)
@@ -60,9 +69,18 @@ def env_overrides(data: dict[str, Any], environ: Mapping[str, str], file: str) -
             continue
         try:
             path = _resolve(data, parts)
+            if (
+                len(path) > 3
+                and path[::2][:2] == ("sources", "signals")
+                and isinstance(path[3], str)
+            ):
+                raise _EnvProblem(path[:3], "this source has no signals: list in the file")
             overrides.append(_Override(variable, path, _env_value(raw, path)))
         except _EnvProblem as exc:
-            problems.append(ConfigProblem(format_path(exc.path), exc.message, variable=variable))
+            message = exc.message
+            if "templates" in data and exc.path[::2][:2] == ("sources", "signals"):
+                message += f"; {MADE_SIGNAL_HINT}"
+            problems.append(ConfigProblem(format_path(exc.path), message, variable=variable))
     problems += _conflicts(overrides)
     if problems:
         raise ConfigError(file, problems)

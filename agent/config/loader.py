@@ -6,6 +6,11 @@ expected; a problem in a value set from the environment names the variable inste
 line. The CLI prints it and exits 78 (EX_CONFIG); no traceback. A key written twice in
 one mapping is an error (YAML loaders keep the last one silently).
 
+Machine templates are expanded after the environment overrides and before validation
+(agent.config.templates): the schema checks the plain config they make, and a problem in
+an expanded item is reported where it was written (the template's line), naming the
+machine that made it; the same problem in many machines is reported once.
+
 Environment overrides: agent.config.environment. Parsing: agent.config.yamlfile.
 """
 
@@ -13,8 +18,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,43 +27,64 @@ from agent.config.environment import apply_env, env_overrides
 from agent.config.models import FloorgateConfig
 from agent.config.problems import EX_CONFIG as EX_CONFIG
 from agent.config.problems import ConfigError as ConfigError
-from agent.config.problems import ConfigProblem, KeyPath, format_path
+from agent.config.problems import ConfigProblem, KeyPath, describe_error, format_path
+from agent.config.templates import Expansion, InstanceRef, TemplateError, expand_templates
 from agent.config.xref import cross_check
 from agent.config.yamlfile import key_lines, parse_yaml
 
-
-def _describe_error(error: Mapping[str, Any]) -> str:
-    message = str(error["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if error["type"] == "extra_forbidden":
-        return "unknown key (check the spelling; see config.example.yaml for every key)"
-    if error["type"] == "missing":
-        return "required key is missing"
-    if error["type"] == "union_tag_invalid":
-        ctx = error.get("ctx", {})
-        return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags', '')}"
-    if error["type"] == "union_tag_not_found":
-        return "required key is missing (it says which kind of source or destination this is)"
-    if (
-        "input" in error
-        and error["type"] not in ("model_type", "dict_type")
-        and not isinstance(error["input"], dict | list)
-    ):
-        message += f" (got {error['input']!r})"
-    return message
+Found = list[tuple[KeyPath, str, InstanceRef | None]]
 
 
-def _problems_from(
-    exc: ValidationError, lines: Mapping[KeyPath, int], env: Mapping[KeyPath, str]
-) -> list[ConfigProblem]:
-    problems = []
+def _validation_problems(exc: ValidationError, expansion: Expansion) -> Found:
+    found: Found = []
     for error in exc.errors():
         loc = _yaml_location(tuple(error["loc"]))
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = (*loc, "type")  # pydantic points at the item; the culprit is its type key
-        problems.append(_problem_at(loc, _describe_error(error), lines, env))
-    return problems
+        where, ref = expansion.locate(loc)
+        message = describe_error(error)
+        if error["type"] == "missing" and loc[::2] == ("sources", "signals") and expansion.uses:
+            message += " (no machine made from a template reads from this source either)"
+        found.append((where, message, ref))
+    return found
+
+
+def _cross_check_problems(config: FloorgateConfig, expansion: Expansion) -> Found:
+    found: Found = []
+    for loc, message in cross_check(config):
+        where, ref = expansion.locate(loc)
+        found.append((where, message, ref))
+    return found
+
+
+def _located(
+    found: Found, lines: Mapping[KeyPath, int], env: Mapping[KeyPath, str]
+) -> list[ConfigProblem]:
+    """One problem per key path and message: a mistake in a template is one problem,
+    naming the machines made from it that hit it."""
+    grouped: dict[tuple[KeyPath, str], list[InstanceRef]] = {}
+    for loc, message, ref in found:
+        refs = grouped.setdefault((loc, message), [])
+        if ref is not None and ref not in refs and loc[: len(ref.path)] != ref.path:
+            refs.append(ref)  # (a key of the machine itself needs no "instance ..." note)
+    return [
+        _problem_at(loc, message + _instances_note(refs, lines), lines, env)
+        for (loc, message), refs in grouped.items()
+    ]
+
+
+def _instances_note(refs: list[InstanceRef], lines: Mapping[KeyPath, int]) -> str:
+    def at(ref: InstanceRef) -> str:
+        line = _nearest_line(ref.path, lines)
+        return f"{ref.name} at line {line}" if line else ref.name
+
+    if not refs:
+        return ""
+    if len(refs) == 1:
+        return f" (instance {at(refs[0])}: {refs[0].detail})"
+    shown = ", ".join(at(ref) for ref in refs[:3])
+    more = f" and {len(refs) - 3} more" if len(refs) > 3 else ""
+    return f" (instances {shown}{more})"
 
 
 def _problem_at(
@@ -86,8 +112,21 @@ def _yaml_location(loc: KeyPath) -> KeyPath:
     return loc
 
 
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid config and the expansion of its templates (for `floorgate check-config`)."""
+
+    config: FloorgateConfig
+    expansion: Expansion
+
+
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> FloorgateConfig:
-    """Read, override, validate and cross-check; raise ConfigError on any problem."""
+    """Read, override, expand, validate and cross-check; raise ConfigError on any problem."""
+    return load_expanded(path, environ).config
+
+
+def load_expanded(path: Path | str, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """load_config, also returning the expansion of the templates."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -107,14 +146,18 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> F
     apply_env(data, overrides)
     env = {override.path: override.variable for override in overrides}
     try:
-        config = FloorgateConfig.model_validate(data)
+        expansion = expand_templates(data)
+    except TemplateError as exc:
+        raise ConfigError(file, _located(exc.problems, key_lines(text), env)) from None
+    try:
+        config = FloorgateConfig.model_validate(expansion.data)
     except ValidationError as exc:
-        raise ConfigError(file, _problems_from(exc, key_lines(text), env)) from None
-    found = cross_check(config)
+        found = _validation_problems(exc, expansion)
+        raise ConfigError(file, _located(found, key_lines(text), env)) from None
+    found = _cross_check_problems(config, expansion)
     if found:
-        lines = key_lines(text)
-        raise ConfigError(file, [_problem_at(loc, message, lines, env) for loc, message in found])
-    return config
+        raise ConfigError(file, _located(found, key_lines(text), env))
+    return LoadedConfig(config, expansion)
 
 
 def _nearest_line(loc: KeyPath, lines: Mapping[KeyPath, int]) -> int | None:

@@ -33,6 +33,10 @@ def _changed(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> 
 class ReloadPlan:
     sources: list[str] = field(default_factory=list)  # stop (if running) and start (if kept)
     destinations: list[str] = field(default_factory=list)
+    # Machines added, removed or with other settings (a template's change shows in every
+    # machine made from it: the diff is of the expanded config). Only named in the log:
+    # the engine is rebuilt as a whole.
+    machines: list[str] = field(default_factory=list)
     engine: bool = False  # machines, rules or routing changed
     health: bool = False
 
@@ -43,7 +47,13 @@ class ReloadPlan:
     def describe(self) -> str:
         parts = [f"source {name}" for name in self.sources]
         parts += [f"destination {name}" for name in self.destinations]
-        parts += ["rule engine"] * self.engine + ["health server"] * self.health
+        if self.engine and self.machines:
+            shown = ", ".join(self.machines[:5])
+            more = f" and {len(self.machines) - 5} more" if len(self.machines) > 5 else ""
+            parts.append(f"rule engine (machines {shown}{more})")
+        else:
+            parts += ["rule engine"] * self.engine
+        parts += ["health server"] * self.health
         return ", ".join(parts) or "nothing"
 
 
@@ -56,12 +66,13 @@ def plan_reload(old: FloorgateConfig, new: FloorgateConfig) -> ReloadPlan:
             )
     sources = _changed(_by_name(old.sources), _by_name(new.sources))
     destinations = _changed(_by_name(old.destinations), _by_name(new.destinations))
-    machines_changed = _by_name(old.machines) != _by_name(new.machines)
+    machines = _changed(_by_name(old.machines), _by_name(new.machines))
     return ReloadPlan(
         sources=sources,
         destinations=destinations,
+        machines=machines,
         # The engine holds the rules and the routing; any source change may change the
         # signal catalog the rules were built from, so it is rebuilt with them.
-        engine=machines_changed or bool(sources) or bool(destinations),
+        engine=bool(machines) or bool(sources) or bool(destinations),
         health=old.health != new.health,
     )

@@ -4,12 +4,13 @@ checking a config never loads the protocol stack."""
 from __future__ import annotations
 
 import enum
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import AliasChoices, Field, model_validator
 
 from agent.common.model import StrictModel
 from agent.common.units import Duration, format_duration
+from agent.config.common import Placement, PlacementError
 from drivers.codecs import REGISTER_COUNT, DataType, Swap
 
 
@@ -25,6 +26,7 @@ class InputType(enum.StrEnum):
 
 
 DEVICE_ADDRESS_ALIASES = AliasChoices("device_address", "slave", "unit")
+DEVICE_ADDRESS_KEYS = frozenset({"device_address", "slave", "unit"})
 
 LAST_ADDRESS = 65535  # addresses are 16 bits: a value's registers (or bit) must all fit
 
@@ -96,6 +98,23 @@ class ModbusSignalConfig(StrictModel):
         return REGISTER_COUNT[self.data_type]
 
 
+def _raw_extent(signal: dict[str, Any]) -> tuple[str, int]:
+    """What a signal not yet validated holds and how many addresses it takes (1 when its
+    keys are wrong: validation names them afterwards)."""
+    try:
+        input_type = InputType(signal.get("input_type", InputType.HOLDING))
+        data_type = DataType(signal.get("data_type", DataType.UINT16))
+    except ValueError:
+        return "value", 1
+    if input_type.is_bit:
+        return "bit", 1
+    if data_type is DataType.STRING:
+        length = signal.get("length")
+        count = length if isinstance(length, int) and length > 0 else 1
+        return f"string of length {count}", count
+    return data_type.value, REGISTER_COUNT[data_type]
+
+
 class ModbusCommon(StrictModel):
     name: str = Field(description="Unique name of this source (shown in health and logs).")
     device_address: int = Field(
@@ -158,6 +177,38 @@ class ModbusCommon(StrictModel):
                     f"{self.max_registers_per_request})"
                 )
         return self
+
+    # Machines made from a template (agent.config.templates): a template's addresses are
+    # offsets from the machine's base_address, and the machine's device_address is the
+    # unit id of every signal that does not name its own.
+    PLACEMENT_KEYS: ClassVar[frozenset[str]] = frozenset({"base_address", "device_address"})
+
+    @classmethod
+    def place_template_signal(cls, signal: dict[str, Any], placement: Placement) -> dict[str, Any]:
+        if "address" not in signal and "node_id" in signal:
+            raise PlacementError(
+                f"has an OPC UA node_id and no address, and source {placement.source!r} is "
+                "a Modbus device: a template's signals are written for one kind of source",
+                instance_key="source",
+            )
+        placed = dict(signal)
+        address = signal.get("address")
+        if isinstance(address, int) and not isinstance(address, bool):
+            base = placement.base_address or 0
+            first = address + base
+            what, count = _raw_extent(signal)
+            last = first + count - 1
+            if last > LAST_ADDRESS:
+                span = f"registers {first}-{last}" if count > 1 else f"address {first}"
+                raise PlacementError(
+                    f"a {what} at address {address} + base_address {base} takes {span}, "
+                    f"past the last Modbus address {LAST_ADDRESS}",
+                    signal_key="address",
+                )
+            placed["address"] = first
+        if placement.device_address is not None and not DEVICE_ADDRESS_KEYS & placed.keys():
+            placed["device_address"] = placement.device_address
+        return placed
 
     def unit_of(self, signal: ModbusSignalConfig) -> int:
         return self.device_address if signal.device_address is None else signal.device_address

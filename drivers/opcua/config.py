@@ -13,16 +13,18 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from agent.common.model import StrictModel
 from agent.common.secrets import Secret
 from agent.common.units import Duration, format_duration
+from agent.config.common import Placement, PlacementError
 from drivers.codecs import DataType
 
 NODE_ID_PATTERN = r"^(nsu=[^;]+;|ns=\d+;)?(i=\d+|s=.+|g=[0-9A-Fa-f-]{36}|b=.+)$"
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 class Mode(enum.StrEnum):
@@ -210,6 +212,46 @@ class OpcUaConfig(StrictModel):
                 "keep-alive every keepalive_count intervals"
             )
         return self
+
+    # Machines made from a template (agent.config.templates): a template's node ids hold
+    # {node} (the machine's node, e.g. ns=2;s=Line1.Press07) and/or {machine} (its name).
+    PLACEMENT_KEYS: ClassVar[frozenset[str]] = frozenset({"node"})
+
+    @classmethod
+    def place_template_signal(cls, signal: dict[str, Any], placement: Placement) -> dict[str, Any]:
+        node_id = signal.get("node_id")
+        if node_id is None and "address" in signal:
+            raise PlacementError(
+                f"has a Modbus address and no node_id, and source {placement.source!r} is "
+                "an OPC UA server: a template's signals are written for one kind of source",
+                instance_key="source",
+            )
+        if not isinstance(node_id, str):
+            return dict(signal)  # missing or not text: validation names it
+        used = set(PLACEHOLDER.findall(node_id))
+        if unknown := sorted(used - {"node", "machine"}):
+            raise PlacementError(
+                f"unknown placeholder {{{unknown[0]}}} in node_id; write {{node}} (the "
+                "machine's node) or {machine} (the machine's name)",
+                signal_key="node_id",
+            )
+        if not used:
+            raise PlacementError(
+                "node_id holds neither {node} nor {machine}: every machine made from the "
+                "template would read the same node",
+                signal_key="node_id",
+            )
+        if "node" in used and placement.node is None:
+            raise PlacementError(
+                f"node_id {node_id!r} needs the machine's node, and machine "
+                f'{placement.machine!r} gives none (e.g. node: "ns=2;s=Line1.{placement.machine}")',
+                instance_key="node",
+            )
+        placed = dict(signal)
+        placed["node_id"] = node_id.replace("{node}", placement.node or "").replace(
+            "{machine}", placement.machine
+        )
+        return placed
 
     @property
     def stale_after(self) -> float:
