@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,15 +27,23 @@ EX_UNAVAILABLE = 69  # sysexits: a service the agent needs is unavailable
 EX_DATAERR = 65  # sysexits: the input file is not what it should be
 
 
+def write_out(text: str) -> None:
+    """``text`` to stdout, in pieces smaller than its buffer: a reader that goes away
+    (`| head`) then always shows as BrokenPipeError (see main), where one large write
+    cut short would have its rest dropped by Python without a word."""
+    for start in range(0, len(text), 4096):
+        sys.stdout.write(text[start : start + 4096])
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from agent.config.describe import describe_config, expanded_yaml
 
     loaded = load_expanded_or_exit(args.config)
     if args.expanded:
-        print(expanded_yaml(loaded.expansion.data), end="")
+        write_out(expanded_yaml(loaded.expansion.data))
         return 0
-    print(f"{args.config}: configuration is valid\n")
-    print(describe_config(loaded.config, loaded.expansion.uses))
+    write_out(f"{args.config}: configuration is valid\n\n")
+    write_out(describe_config(loaded.config, loaded.expansion.uses) + "\n")
     return 0
 
 
@@ -59,7 +70,7 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
     options += [f"--mb-hold-reg {args.mb_hold_reg}"] * bool(args.mb_hold_reg)
     options += [f"--swap {args.swap}"] * (args.swap != "none")
     command = f"floorgate import-csv {args.file.name} {' '.join(options)}"
-    print(template_yaml(result, args.template, command=command), end="")
+    write_out(template_yaml(result, args.template, command=command))
     return 1 if result.refused else 0
 
 
@@ -226,9 +237,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a shell reports for a command ended by SIGPIPE (128 + 13), as for `cat` or `grep`
+# whose reader went away: `floorgate check-config --expanded x | head` fails under
+# `set -o pipefail` exactly as `cat big.yaml | head` does, and never claims to have
+# written everything.
+EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll says POLLERR for it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced or closed by the caller
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # what is still buffered meets a closed pipe here, not at exit
+    except BrokenPipeError:
+        # Python ignores SIGPIPE, so a write to a pipe whose reader is gone (`| head`)
+        # raises. End quietly like any Unix tool, unless the broken pipe is another one
+        # (a socket): that is an error worth its traceback.
+        if not _stdout_closed():
+            raise
+        # What stays buffered goes nowhere, so the flush at exit raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_STDOUT_CLOSED
+    return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.common.model import NAME_PATTERN, StrictModel
 from agent.common.units import Duration
@@ -102,6 +102,14 @@ class RangeConfig(StrictModel):
         description="A sample rule for every signal of the range. Default: none (the "
         "signals are read for the rules that name them).",
     )
+
+    @field_validator("addresses", mode="before")
+    @classmethod
+    def _addresses_in_words(cls, value: Any) -> Any:
+        # Said in words before the pattern is tried, which would print the regex.
+        if isinstance(value, str) and re.match(RANGE_PATTERN, value):
+            return value
+        raise ValueError("the first and last address, both included, e.g. 0-499")
 
     @property
     def value_type(self) -> DataType:

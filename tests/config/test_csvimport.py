@@ -268,6 +268,52 @@ def test_a_type_that_does_not_fit_its_address_is_refused() -> None:
             )
 
 
+@pytest.mark.parametrize(
+    ("address", "data_type", "why"),
+    [
+        ("465536", DataType.FLOAT32, "a float32 there takes registers 65535-65536, past the"),
+        ("465534", DataType.FLOAT64, "a float64 there takes registers 65533-65536, past the"),
+        ("%I8192.0", DataType.BOOL, "it is discrete input 65536, past the last Modbus address"),
+        ("%Q8192.1", DataType.BOOL, "it is coil 65537, past the last Modbus address 65535"),
+        ("465531.14H", DataType.STRING, "a string there takes registers 65530-65536, past"),
+        ("400001.252H", DataType.STRING, "a string of 252 bytes; floorgate reads strings of 1-250"),
+        ("400001.0H", DataType.STRING, "a string of 0 bytes; floorgate reads strings of 1-250"),
+    ],
+)
+def test_a_value_past_the_last_modbus_address_is_refused(
+    address: str, data_type: DataType, why: str
+) -> None:
+    """Refused here, with the row's line, rather than printed into a template that no
+    config made from it could load."""
+    with pytest.raises(RowRefused, match=re.escape(why)):
+        signal_fields(
+            location_of(address, None),
+            data_type,
+            address_text=address,
+            base_address=0,
+            swap="none",
+        )
+
+
+@pytest.mark.parametrize(
+    ("address", "data_type", "fields"),
+    [
+        ("465536", DataType.UINT16, {"address": 65535}),
+        ("465535", DataType.FLOAT32, {"address": 65534, "data_type": "float32"}),
+        ("%I8191.7", DataType.BOOL, {"address": 65535, "input_type": "discrete_input"}),
+        ("465531.12H", DataType.STRING, {"address": 65530, "length": 6}),
+        ("400001.250H", DataType.STRING, {"address": 0, "length": 125}),
+    ],
+)
+def test_a_value_ending_at_the_last_modbus_address_is_imported(
+    address: str, data_type: DataType, fields: dict[str, object]
+) -> None:
+    made = signal_fields(
+        location_of(address, None), data_type, address_text=address, base_address=0, swap="none"
+    )
+    assert fields.items() <= made.items()
+
+
 def test_base_address_and_swap_shape_the_template() -> None:
     fields = fields_of(KEPWARE, base_address=2, swap="word")
     assert fields["GoodCount"] == {"address": 0, "data_type": "uint32", "swap": "word"}
@@ -305,6 +351,27 @@ def test_a_file_that_is_no_tag_export_is_refused(
         path.write_text(content)
     with pytest.raises(CsvImportError, match=why):
         read_tag_export(path)
+
+
+def test_a_file_the_csv_reader_cannot_read_is_one_message_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tags.csv"
+    path.write_text(f'"Tag Name","Address","Data Type"\n"{"x" * 200_000}","400001","Word"\n')
+    with pytest.raises(CsvImportError, match=r"not readable as CSV after line \d+ \(field larger"):
+        read_tag_export(path)
+    proc = _run(str(path), "--template", "t")
+    assert proc.returncode == 65 and "Traceback" not in proc.stderr
+    assert "floorgate import-csv: " in proc.stderr and "not readable as CSV" in proc.stderr
+
+
+def test_a_cut_off_utf16_export_is_read_as_far_as_it_goes(tmp_path: Path) -> None:
+    """Excel's "Unicode text" is UTF-16; a file cut one byte short is no traceback."""
+    text = '"Tag Name"\t"Address"\t"Data Type"\r\n"Speed"\t"400001"\t"Word"\r\n'
+    path = tmp_path / "tags.csv"
+    path.write_bytes(text.encode("utf-16") + b"\x00")
+    result = read_tag_export(path)
+    assert [(s.name, s.fields) for s in result.signals] == [("Speed", {"address": 0})]
 
 
 def test_mb_hold_reg_is_checked() -> None:

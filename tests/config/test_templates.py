@@ -20,6 +20,7 @@ from agent.config.loader import ConfigError, load_config, load_expanded
 from agent.config.models import FloorgateConfig, MachineConfig
 from agent.config.rules import RuleConfig
 from agent.config.template_models import InstanceOverrides, TemplateConfig
+from agent.config.templates import FROM_THE_TEMPLATE
 from agent.service.reload import plan_reload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,9 +81,9 @@ def errors(path: Path, environ: dict[str, str] | None = None) -> str:
     return text
 
 
-def line_of(path: Path, needle: str) -> int:
+def line_of(path: Path, needle: str, nth: int = 1) -> int:
     lines = path.read_text().splitlines()
-    return next(n for n, line in enumerate(lines, 1) if needle in line)
+    return [n for n, line in enumerate(lines, 1) if needle in line][nth - 1]
 
 
 def signals_by_name(config: FloorgateConfig) -> dict[str, Any]:
@@ -268,6 +269,8 @@ def test_the_template_schema_has_every_rule_section_of_a_machine() -> None:
     assert sections == {"state", "counters", "alarms", "samples"}
     assert rule_sections(TemplateConfig) == sections
     assert sections <= set(InstanceOverrides.model_fields)
+    # ... and its message when written on a machine made from a template
+    assert set(FROM_THE_TEMPLATE) == {"signals", *sections}
 
 
 # -- mistakes -----------------------------------------------------------------------------
@@ -465,6 +468,34 @@ def test_a_counter_on_a_float_in_a_template_is_named_at_the_template(tmp_path: P
             "a template name is letters, digits, _ and - only",
             id="bad-template-name",
         ),
+        pytest.param(
+            PRESS,
+            "- {name: p1, template: press, source: ua, unit: 3}\n",
+            "machines[0].unit",
+            "unit does not apply to source 'ua' (type opcua); its machines take: node",
+            id="placement-key-named-as-written",
+        ),
+        pytest.param(
+            PRESS,
+            "- {name: p1, unit: 3}\n",
+            "machines[0].unit",
+            "unit is a key of a machine made from a template, and this machine names none",
+            id="unit-alias-on-a-plain-machine",
+        ),
+        pytest.param(
+            "templates:\n  m:\n    ranges: [{addresses: '0..9'}]\n",
+            "- {name: p1, template: m, source: plc}\n",
+            "templates.m.ranges[0].addresses",
+            "the first and last address, both included, e.g. 0-499 (got '0..9')",
+            id="range-addresses-in-words",
+        ),
+        pytest.param(
+            "templates:\n  m:\n    ranges: [{addresses: 100}]\n",
+            "- {name: p1, template: m, source: plc}\n",
+            "templates.m.ranges[0].addresses",
+            "the first and last address, both included, e.g. 0-499 (got 100)",
+            id="range-of-one-number",
+        ),
     ],
 )
 def test_a_mistake_names_the_key_and_what_was_expected(
@@ -487,6 +518,66 @@ def test_a_made_signal_clashing_with_a_written_one_is_named(tmp_path: Path) -> N
         "machines[0].name: machine p1 makes signal 'p1.state', which is also "
         "sources[0].signals[0]; rename one" in text
     )
+
+
+def test_a_misspelled_templates_section_is_named_not_each_machine(tmp_path: Path) -> None:
+    for written in ("templtes", "template", "Templates"):
+        path = config_with(
+            tmp_path,
+            "- {name: p1, template: press, source: plc}\n"
+            "- {name: p2, template: press, source: plc}\n",
+            PRESS.replace("templates:", f"{written}:"),
+        )
+        text = errors(path)
+        assert (
+            f"{path}:{line_of(path, written + ':')}: {written}: unknown key: is templates: "
+            "meant? machines[0] is made from template 'press', and the file has no templates: "
+            "section"
+        ) in text
+        assert "unknown template" not in text and len(text.splitlines()) == 2
+
+
+def test_a_typo_in_a_signal_of_a_template_no_machine_uses_is_named(tmp_path: Path) -> None:
+    unused = "  spare:\n    signals: [{name: x, adress: 4}, {name: y, node_id: '{node}.Y'}]\n"
+    path = config_with(tmp_path, "- {name: p1, template: press, source: plc}\n", PRESS + unused)
+    text = errors(path)
+    assert (
+        f"{path}:{line_of(path, 'adress')}: templates.spare.signals[0].adress: unknown key" in text
+    )
+    assert "a template's signal has the keys of a source's signal: address, bit," in text
+    assert text.count("\n  ") == 1  # y's node_id is a key of an OPC UA signal
+
+
+@pytest.mark.parametrize("key", ["state", "counters", "alarms", "samples", "signals"])
+def test_rules_or_signals_on_a_machine_made_from_a_template_say_to_use_overrides(
+    tmp_path: Path, key: str
+) -> None:
+    path = config_with(tmp_path, f"- {{name: p1, template: press, source: plc, {key}: []}}\n")
+    text = errors(path)
+    assert f"machines[0].{key}: a machine made from a template gets its {key} from the " in text
+    assert f"write overrides: {{{key}: " in text and "check the spelling" not in text
+
+
+def test_a_machine_name_used_twice_is_one_problem_not_one_per_signal(tmp_path: Path) -> None:
+    machines = "".join(
+        f"- {{name: {name}, template: press, source: plc}}\n" for name in ("p1", "p2", "p1")
+    )
+    text = errors(config_with(tmp_path, machines))
+    assert text.splitlines()[1:] == [
+        f"  {tmp_path / 'config.yaml'}:{line_of(tmp_path / 'config.yaml', 'p1', 2)}: "
+        "machines[2].name: 'p1' is already used by machines[0]"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["[modbus_tcp]", "{tcp: 1}"])
+def test_a_source_type_that_is_no_text_is_named_not_a_traceback(tmp_path: Path, kind: str) -> None:
+    path = write(
+        tmp_path,
+        HEAD.replace("type: modbus_tcp", f"type: {kind}")
+        + PRESS
+        + "machines:\n  - {name: p1, template: press, source: plc}\n",
+    )
+    assert "sources[0].type: unknown type" in errors(path)
 
 
 def test_check_config_names_a_template_mistake_and_exits_78_without_traceback(
