@@ -12,12 +12,24 @@ In one run, on the same machine (compare ratios; the machine is shared):
 - append, concurrent: 50 appenders of 100 events, each append awaited until durably
   committed (one transaction each, one after another), p50/p99 append latency;
 - append, one sequential appender of 10 events: what a lone producer pays per append;
-- claim+ack: claim 500, ack them, until the destination is empty;
+- claim+ack: claim 500, ack them, until the destination is empty; the same for samples
+  with ``sample_retention: 0s``, where each ack also deletes what it completes;
 - RSS: a fresh process opens an empty buffer, appends a backlog of --backlog events
   (default 1,000,000), then claims a batch; the growth must stay < 20 MiB (the backlog
   lives on disk);
 - with --crash-rounds N: N SIGKILLs of a writer process at random moments (the test
-  suite's crash test, longer), every acknowledged event checked present exactly once.
+  suite's crash test, longer), every acknowledged event checked present exactly once;
+- flash: bytes written to disk per delivered event (this process's /proc/self/io
+  write_bytes less cancelled_write_bytes) in a steady loop of appends of 300 sample
+  events (a plant's round at ~1,000 events/s), each delivered (claim 500 + ack): pruned
+  by the ack as ``sample_retention: 0s`` does, with synchronous full and normal, with
+  SQLite's default checkpoint (1,000 pages) instead of the buffer's; pruned by the
+  sample_retention pass every 7 appends (the agent's 2 s); and kept (the old 7-day
+  default) while the file grows and once it lives at its max_size (evicting for room).
+  The loop runs as fast as it can: with ``normal`` the kernel's writeback timing differs
+  from a plant's, but the WAL is synced before every checkpoint, so its bytes reach the
+  disk either way.
+  The daily volume is given at 1,000 events/s.
 Targets: append (1 x 1,000) and claim+ack >= 50,000 events/s; RSS growth < 20 MiB.
 """
 
@@ -32,10 +44,22 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, Row, finish, memory, parser, percentile, raw_sqlite_rate, row
+from bench.common import (
+    MIB,
+    Row,
+    disk_written,
+    finish,
+    io_counters,
+    memory,
+    parser,
+    percentile,
+    raw_sqlite_rate,
+    row,
+)
 from buffer import EventRow, SqliteBuffer
 
 SCENARIO = "buffer"
@@ -61,14 +85,16 @@ class Ids:
         return f"{ms:012x}-7{self._n:015x}"
 
 
-def make_rows(ids: Ids, count: int, destinations: tuple[str, ...]) -> list[EventRow]:
+def make_rows(
+    ids: Ids, count: int, destinations: tuple[str, ...], event_type: str = "production.count"
+) -> list[EventRow]:
     rows = []
     for i in range(count):
         event_id = ids.next()
         rows.append(
             EventRow(
                 id=event_id,
-                type="production.count",
+                type=event_type,
                 key=f"press-{i % 16:02d}",
                 time="2025-01-01T00:00:00+00:00",
                 payload=PAYLOAD % event_id.encode(),
@@ -131,6 +157,17 @@ async def throughput(tmp: Path, events: int, synchronous: str) -> list[Row]:
         prune_rate = pruned / (time.perf_counter() - t0)
     finally:
         await buffer.close()
+    # A backlog of samples drained as the agent does by default (sample_retention 0s):
+    # each ack also deletes the samples it completes.
+    buffer = await SqliteBuffer.open(tmp / "drain.db", synchronous=synchronous)
+    try:
+        ids = Ids()
+        for _ in range(max(1, events // 1000)):
+            await buffer.append(make_rows(ids, 1000, ("dest-0",), "sample"))
+        buffer.keep_samples(0)
+        deleting_rate = await claim_ack_rate(buffer, "dest-0", 500)
+    finally:
+        await buffer.close()
     return [
         row(SCENARIO, f"ceiling: {label}", ceil, "rows/s"),
         row(
@@ -184,6 +221,14 @@ async def throughput(tmp: Path, events: int, synchronous: str) -> list[Row]:
             ceiling_label="raw SQLite",
             target=">= 50,000/s",
             met=claim_rate >= TARGET_RATE,
+        ),
+        row(
+            SCENARIO,
+            "claim 500 + ack of samples, each ack deleting them (sample_retention 0s)",
+            deleting_rate,
+            "events/s",
+            ceiling=ceil,
+            ceiling_label="raw SQLite",
         ),
         row(SCENARIO, "prune of delivered events", prune_rate, "events/s"),
     ]
@@ -288,6 +333,128 @@ def crash_rows(tmp: Path, rounds: int) -> list[Row]:
     ]
 
 
+# -- flash: bytes written per delivered event ----------------------------------------
+
+# A sample event as the engine makes it (330 bytes).
+SAMPLE = (
+    b'{"specversion":"1.0","id":"%s","source":"/plant/area/line/tags003","type":"sample",'
+    b'"time":"2026-12-02T07:03:24.777287Z","datacontenttype":"application/json",'
+    b'"sequence":"%020d","agentid":"bench-plant","data":{"machine":"tags003",'
+    b'"signal":"tag.%05d","value":%d.0,"quality":"good"}}'
+)
+ROUND = 300  # events per append
+PRUNE_EVERY = 7  # appends between prunes: ~2 s at 1,000 events/s
+DAILY_RATE = 1000
+GB = 1e9
+
+
+def written_now() -> int:
+    import os
+
+    found = io_counters(os.getpid())
+    return disk_written(found) if found else 0
+
+
+async def flash_loop(
+    path: Path,
+    synchronous: str,
+    events: int,
+    *,
+    prune: str = "ack",
+    max_size: int | None = None,
+    fill: int = 0,
+    checkpoint: int | None = None,
+) -> dict[str, float]:
+    """Bytes written per delivered event over ``events`` events after a warm-up (and after
+    ``fill`` events, to reach max_size). ``prune``: "ack" (sample_retention 0s: each ack
+    deletes what it completes), "pass" (the sample_retention pass every PRUNE_EVERY
+    appends, as once samples are past a sample_retention above 0) or "keep" (none)."""
+    buffer = await SqliteBuffer.open(path, synchronous=synchronous, max_size=max_size)
+    if prune == "ack":
+        buffer.keep_samples(0)
+    if checkpoint is not None:
+        await buffer._writer.call(
+            lambda conn: conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint}")
+        )
+    n = 0
+
+    async def rounds(count: int) -> None:
+        nonlocal n
+        for i in range(max(1, count // ROUND)):
+            rows = []
+            for k in range(ROUND):
+                n += 1
+                event_id = f"{n:032x}"
+                payload = SAMPLE % (event_id.encode(), n, k, n)
+                rows.append(EventRow(event_id, "sample", "tags003", "t", payload, ("receiver",)))
+            await buffer.append(rows, {"sequence": str(n)})
+            while batch := await buffer.claim("receiver", 500):
+                await buffer.ack("receiver", [e.seq for e in batch])
+            if prune == "pass" and (i + 1) % PRUNE_EVERY == 0:
+                await buffer.prune_samples(time.time() + 1)
+
+    try:
+        await rounds(fill)
+        await rounds(events // 2)  # warm-up: the WAL reaches its size
+        start, written = n, written_now()
+        await rounds(events)
+        written = written_now() - written
+        stats = await buffer.stats()
+    finally:
+        await buffer.close()
+    return {"per_event": written / (n - start), "file": stats.size_bytes}
+
+
+async def flash_rows(tmp: Path, quick: bool) -> list[Row]:
+    events = 20_000 if quick else 40_000
+    cap = 16 * MIB
+    defaults = "sample_retention 0s"
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        (f"synchronous full, {defaults} (the defaults)", "full", {}),
+        (f"synchronous normal, {defaults}", "normal", {}),
+        (
+            f"synchronous full, {defaults}, SQLite's checkpoint (1,000 pages)",
+            "full",
+            {"checkpoint": 1000},
+        ),
+        (
+            "synchronous full, samples pruned every 2 s (sample_retention > 0s)",
+            "full",
+            {"prune": "pass"},
+        ),
+        (
+            "synchronous full, samples kept 7 d (old default), file growing",
+            "full",
+            {"prune": "keep"},
+        ),
+        (
+            "synchronous full, samples kept 7 d (old default), at max_size (16 MiB here)",
+            "full",
+            {"prune": "keep", "max_size": cap, "fill": 2 * cap // 550},
+        ),
+    ]
+    rows = []
+    for n, (label, synchronous, options) in enumerate(cases):
+        found = await flash_loop(tmp / f"flash-{n}.db", synchronous, events, **options)
+        per_event = found["per_event"]
+        daily = per_event * DAILY_RATE * 86400 / GB
+        rows += [
+            row(SCENARIO, f"flash: bytes written per delivered event, {label}", per_event, "B"),
+            row(
+                SCENARIO,
+                f"flash: at {DAILY_RATE:,} events/s, {label}",
+                daily,
+                "GB/day",
+                target="<= 2 GB/day",
+                met=daily <= 2,
+            ),
+            row(
+                SCENARIO, f"flash: buffer.db + WAL at the end, {label}", found["file"] / MIB, "MiB"
+            ),
+        ]
+    return rows
+
+
 async def run_all(args: object) -> list[Row]:
     quick = bool(getattr(args, "quick", False))
     synchronous = str(getattr(args, "synchronous", "full"))
@@ -297,6 +464,7 @@ async def run_all(args: object) -> list[Row]:
         tmp = Path(name)
         rows = await throughput(tmp, 50_000 if quick else 200_000, synchronous)
         rows += rss_rows(tmp, 100_000 if quick else backlog, synchronous)
+        rows += await flash_rows(tmp, quick)
         if rounds:
             rows += crash_rows(tmp, rounds)
     return rows

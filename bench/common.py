@@ -125,6 +125,30 @@ def memory(pid: int) -> dict[str, int]:
     return found
 
 
+def io_counters(pid: int) -> dict[str, int] | None:
+    """/proc/<pid>/io of a process, its threads included (ended ones too): ``wchar`` (bytes
+    handed to write() and the like, sockets and pipes included), ``write_bytes`` (bytes of
+    page cache it dirtied on a block device: what goes to the disk), and
+    ``cancelled_write_bytes`` (dirty pages it truncated before they reached the disk).
+    None when the file cannot be read (another user's process, no task I/O accounting)."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return None
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if value.strip().isdigit():
+            found[name.strip()] = int(value)
+    return found
+
+
+def disk_written(io: dict[str, int]) -> int:
+    """What a process sent to the disk: write_bytes less the dirty pages it truncated
+    away before writeback (a WAL cut back to its size limit)."""
+    return io.get("write_bytes", 0) - io.get("cancelled_write_bytes", 0)
+
+
 class CpuMeter:
     """CPU % of one core used by a process between start() and stop()."""
 

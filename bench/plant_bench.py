@@ -1,8 +1,11 @@
 """A realistic plant: `floorgate run` with 5,000 OPC UA tags at 1 Hz, 50 Modbus devices,
-~1,000 events/s and a 1,000,000-event backlog; the agent's CPU and memory.
+~1,000 events/s and a 1,000,000-event backlog; the agent's CPU and memory; then the bytes
+it writes to disk per delivered event.
 
     .venv/bin/python bench/plant_bench.py [--quick] [--json PATH]
         [--agent-tree PATH] [--env NAME=VALUE ...] [--window SECONDS]
+        [--flash-only] [--flash-warmup SECONDS] [--flash-window SECONDS]
+        [--buffer KEY=VALUE ...]
 
 The issue's check ("CPU and memory within 15 % of today; <= 120 MiB for that plant"),
 measured on one real agent process. Everything runs on 127.0.0.1:
@@ -29,6 +32,23 @@ highest seen once a second in the window), VmHWM, events/s committed to the buff
 highest seq) and created by the rules (/metrics), samples/s reaching the rules, and the
 load average, since other work on the machine makes the CPU figure noisy.
 
+Then the flash phase: the same plant with a destination that takes everything (an HTTP
+receiver on loopback that answers 200) and a fresh buffer, as a plant runs day after day.
+After a warm-up (15 s; --quick 10 s: the WAL reaches its size), over its window (20 s;
+--quick 10 s): events delivered, and the **bytes the agent process wrote to disk per
+delivered event**: ``write_bytes`` less
+``cancelled_write_bytes`` of /proc/<pid>/io, which counts what the process dirtied in the
+page cache of a block device (the buffer file, its WAL, checkpoints; also the agent's log
+file here, where systemd would take it to journald: that part is shown on its own row);
+the daily volume at 1,000 events/s this makes; ``wchar`` (every byte handed to write(),
+HTTP sends included: not disk) and the growth of buffer.db + buffer.db-wal, for machines
+whose ``write_bytes`` stays 0 (tmpfs, some container file systems: a row says so). The
+agent's own figure (``floorgate_buffer_written_bytes_total``) is read too, to check it.
+``--flash-only`` runs only this phase; ``--buffer KEY=VALUE`` sets a key of the flash
+agent's ``buffer`` section (e.g. ``synchronous=normal``, ``sample_retention=7d``);
+``--flash-warmup`` lengthens its warm-up (with ``--buffer max_size=32MiB``, 90 s fill the
+file, to measure an agent that lives at its max_size).
+
 ``--agent-tree PATH`` runs the agent from another checkout (``python -m agent run`` with
 that tree as cwd and first on PYTHONPATH, this interpreter): servers, config and figures
 come from this tree, the backlog from that tree's buffer code. ``--env NAME=VALUE`` adds
@@ -41,8 +61,10 @@ import argparse
 import asyncio
 import compileall
 import contextlib
+import dataclasses
 import json
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -66,8 +88,10 @@ from bench.common import (
     NotifySocket,
     Row,
     cpu_seconds,
+    disk_written,
     ensure_bytecode,
     finish,
+    io_counters,
     log_tail,
     memory,
     parser,
@@ -90,6 +114,14 @@ START_TIMEOUT = 150.0
 FULL = {"tags": 5000, "hot": 1000, "devices": 50, "backlog": 1_000_000, "warmup": 15.0}
 QUICK = {"tags": 500, "hot": 100, "devices": 10, "backlog": 50_000, "warmup": 3.0}
 FULL_WINDOW, QUICK_WINDOW = 60.0, 10.0
+# The flash phase: (warm-up, window) in seconds. The warm-up lets the WAL reach its size
+# (16 MiB: about 12 s at 1,000 events/s), so the window sees the steady state; both are
+# short for bench/run.py's 180 s per script, the CPU/memory phase taking ~115 s.
+FULL_FLASH, QUICK_FLASH = (15.0, 20.0), (10.0, 10.0)
+DAILY_RATE = 1000  # events/s: the daily volume is given for the issue's plant
+DAY = 86400
+GB = 1e9  # the flash budget is in decimal GB (a drive's TBW is)
+TARGET_DAILY_GB = 2.0
 
 # Run in the agent's tree (cwd and PYTHONPATH), so the backlog is written by the buffer
 # code of the agent that will open it. argv: path, count, destination.
@@ -160,6 +192,10 @@ class Notify(NotifySocket):
     def close(self) -> None:
         if self._drain is not None:
             self._drain.cancel()
+            # Unregister the socket now, not when the loop gets to the cancel: closed while
+            # still registered, it leaves the selector a stale entry for its fd, and the
+            # next socket (the flash phase's, given the same fd) would never be polled.
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
         super().close()
 
 
@@ -273,6 +309,39 @@ async def serve_modbus(devices: int) -> None:
         await asyncio.to_thread(sys.stdin.read)
 
 
+async def serve_receiver() -> None:
+    """Server process: an HTTP receiver that reads every request and answers 200 (the
+    flash phase's destination, which takes everything); prints its URL."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # keep-alive: one request after another on the connection
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                    elif name.strip().lower() == b"transfer-encoding":
+                        raise RuntimeError("chunked requests are not expected here")
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: 2\r\n\r\n{}"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the agent closed the connection
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        print(f"http://127.0.0.1:{port}/events", flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+
+
 @contextlib.asynccontextmanager
 async def server_process(*args: str) -> AsyncIterator[str]:
     """Run this script with ``args`` as a server until the block ends; yields its first
@@ -305,7 +374,14 @@ async def server_process(*args: str) -> AsyncIterator[str]:
 
 
 def plant_config(
-    state_dir: Path, endpoint: str, ports: list[int], tags: int, hot: int, health_port: int
+    state_dir: Path,
+    endpoint: str,
+    ports: list[int],
+    tags: int,
+    hot: int,
+    health_port: int,
+    destination: dict[str, Any],
+    buffer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     names = tag_names(tags)
     sources: list[dict[str, Any]] = [
@@ -356,20 +432,24 @@ def plant_config(
                 "counters": [{"signal": f"{plc}.press1.good"}],
             }
         )
-    down = f"http://127.0.0.1:{free_port()}/events"  # nothing listens there
-    return {
+    config = {
         "agent": {"id": "bench-plant", "site": "plant", "state_dir": str(state_dir)},
         "sources": sources,
         "machines": machines,
-        "destinations": [
-            {
-                "name": "middleware",
-                "type": "http",
-                "url": down,
-                "retry": {"initial": "1s", "max": "30s"},
-            }
-        ],
+        "destinations": [destination],
         "health": {"port": health_port},
+    }
+    if buffer:
+        config["buffer"] = buffer
+    return config
+
+
+def down_destination() -> dict[str, Any]:
+    return {
+        "name": "middleware",
+        "type": "http",
+        "url": f"http://127.0.0.1:{free_port()}/events",  # nothing listens there
+        "retry": {"initial": "1s", "max": "30s"},
     }
 
 
@@ -427,15 +507,40 @@ async def http_get(port: int, path: str) -> httpx.Response:
 
 
 async def counters(port: int) -> dict[str, float]:
-    """Events created (all types) and samples processed, from /metrics."""
+    """Events created (all types), samples processed, events delivered (all
+    destinations), the agent's own written-bytes figure and its buffer commits (NaN from an
+    agent without them), from /metrics."""
     text = (await http_get(port, "/metrics")).text
-    found = {"events": 0.0, "samples": 0.0}
+    nan = float("nan")
+    found = {"events": 0.0, "samples": 0.0, "delivered": 0.0, "written": nan, "commits": nan}
+    sums = {
+        "floorgate_events_total": "events",
+        "floorgate_samples_total": "samples",
+        "floorgate_delivered_total": "delivered",
+    }
     for line in text.splitlines():
-        if line.startswith("floorgate_events_total"):
-            found["events"] += float(line.rsplit(None, 1)[1])
-        elif line.startswith("floorgate_samples_total"):
-            found["samples"] += float(line.rsplit(None, 1)[1])
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in sums:
+            found[sums[name]] += float(line.rsplit(None, 1)[1])
+        elif name == "floorgate_buffer_written_bytes_total":
+            found["written"] = float(line.rsplit(None, 1)[1])
+        elif name == "floorgate_buffer_commits_total":
+            found["commits"] = float(line.rsplit(None, 1)[1])
     return found
+
+
+def file_sizes(db: Path) -> int:
+    """buffer.db + buffer.db-wal, in bytes (a missing one counts 0)."""
+    total = 0
+    for path in (db, Path(f"{db}-wal")):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
+def io_now(pid: int) -> dict[str, int]:
+    """/proc/<pid>/io, or zeros where it cannot be read (the rows then say so)."""
+    return io_counters(pid) or {}
 
 
 def last_seq(db: Path) -> int:
@@ -466,48 +571,93 @@ async def wait_subscribed(
         ) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class FlashPlan:
+    """The flash phase: warm-up and window (s), the flash agent's ``buffer`` keys, and
+    whether the CPU/memory phase is skipped."""
+
+    warmup: float
+    window: float
+    buffer: dict[str, Any]
+    only: bool = False
+
+
+def write_config(workdir: Path, config: dict[str, Any]) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    tree: Path, workdir: Path, config: dict[str, Any], env: dict[str, str], tags: int
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], Path, float]]:
+    """Start the agent on ``config`` and wait until every tag is subscribed; yields the
+    process, its log and the seconds that took. Stops it when the block ends."""
+    write_config(workdir, config)
+    notify = Notify(workdir / "notify.sock")
+    log = workdir / "agent.log"
+    port = int(config["health"]["port"])
+    proc = start_agent(tree, workdir / "config.yaml", log, notify.path, env)
+    try:
+        spawned = time.monotonic()
+        await wait_subscribed(proc, notify, port, tags, log)
+        yield proc, log, time.monotonic() - spawned
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited ({proc.returncode}):\n{log_tail(log)}")
+    finally:
+        await stop_agent(proc)
+        notify.close()
+
+
 async def measure(
-    tmp: Path, size: dict[str, Any], window: float, tree: Path, env: dict[str, str]
+    tmp: Path,
+    size: dict[str, Any],
+    window: float,
+    tree: Path,
+    env: dict[str, str],
+    flash: FlashPlan,
 ) -> dict[str, Any]:
     tags, hot, devices = size["tags"], size["hot"], size["devices"]
     db = tmp / "state" / "buffer.db"
     started = time.monotonic()
-    fill = asyncio.create_task(prefill(tree, db, size["backlog"], "middleware"))
+    fill = None
+    if not flash.only:
+        fill = asyncio.create_task(prefill(tree, db, size["backlog"], "middleware"))
+    found: dict[str, Any] = {}
     try:
         async with (
             server_process("--serve-opcua", str(tags), "--hot", str(hot)) as endpoint,
             server_process("--serve-modbus", str(devices)) as served,
+            server_process("--serve-receiver") as receiver,
         ):
-            await fill
-            prepared = time.monotonic() - started
-            health_port = free_port()
-            config = plant_config(
-                tmp / "state", endpoint, json.loads(served), tags, hot, health_port
+            ports = json.loads(served)
+            if fill is not None:
+                await fill
+                prepared = time.monotonic() - started
+                health_port = free_port()
+                config = plant_config(
+                    tmp / "state", endpoint, ports, tags, hot, health_port, down_destination()
+                )
+                async with running_agent(tree, tmp, config, env, tags) as (proc, _, subscribed):
+                    await asyncio.sleep(size["warmup"])
+                    found = await window_figures(proc, health_port, db, window)
+                    report = (await http_get(health_port, "/readyz")).json()
+                found.update(
+                    pending=report["buffer"]["pending"],
+                    prepare_s=prepared,
+                    subscribe_s=subscribed,
+                )
+            found["flash"] = await flash_phase(
+                tmp / "flash", endpoint, ports, receiver, size, tree, env, flash
             )
-            (tmp / "config.yaml").write_text(yaml.safe_dump(config))
-            notify = Notify(tmp / "notify.sock")
-            log = tmp / "agent.log"
-            proc = start_agent(tree, tmp / "config.yaml", log, notify.path, env)
-            try:
-                spawned = time.monotonic()
-                await wait_subscribed(proc, notify, health_port, tags, log)
-                subscribed = time.monotonic() - spawned
-                await asyncio.sleep(size["warmup"])
-                found = await window_figures(proc, health_port, db, window)
-                report = (await http_get(health_port, "/readyz")).json()
-                if proc.poll() is not None:
-                    raise RuntimeError(f"agent exited ({proc.returncode}):\n{log_tail(log)}")
-            finally:
-                await stop_agent(proc)
-                notify.close()
     finally:
-        fill.cancel()
-    return {
-        **found,
-        "pending": report["buffer"]["pending"],
-        "prepare_s": prepared,
-        "subscribe_s": subscribed,
-    }
+        if fill is not None:
+            fill.cancel()
+    return found
 
 
 async def window_figures(
@@ -516,6 +666,7 @@ async def window_figures(
     load_start = loadavg()
     before = await counters(port)
     seq = await asyncio.to_thread(last_seq, db)
+    io = io_now(proc.pid)
     cpu, system, wall = cpu_seconds(proc.pid), system_seconds(proc.pid), time.monotonic()
     highest = 0
     end = wall + window
@@ -524,6 +675,7 @@ async def window_figures(
         highest = max(highest, memory(proc.pid)["VmRSS"])
     cpu, wall = cpu_seconds(proc.pid) - cpu, time.monotonic() - wall
     system = system_seconds(proc.pid) - system
+    written = disk_written(io_now(proc.pid)) - disk_written(io)
     used = memory(proc.pid)
     seq = await asyncio.to_thread(last_seq, db) - seq
     after = await counters(port)
@@ -536,23 +688,149 @@ async def window_figures(
         "hwm": used.get("VmHWM", used["VmRSS"]),
         "anon": used.get("RssAnon", 0),
         "committed": seq / wall,
+        "written_per_event": written / seq if seq else math.nan,
         "created": (after["events"] - before["events"]) / wall,
         "samples": (after["samples"] - before["samples"]) / wall,
         "load": (load_start, loadavg()),
     }
 
 
-async def run(quick: bool, window: float | None, tree: Path, env: dict[str, str]) -> list[Row]:
+# -- the flash phase: bytes written per delivered event --------------------------------
+
+
+async def flash_phase(
+    workdir: Path,
+    endpoint: str,
+    ports: list[int],
+    receiver: str,
+    size: dict[str, Any],
+    tree: Path,
+    env: dict[str, str],
+    flash: FlashPlan,
+) -> dict[str, Any]:
+    """The plant delivering everything to a receiver that takes it, from a fresh buffer:
+    what the agent writes to disk per delivered event once it runs steadily."""
+    port = free_port()
+    destination = {"name": "receiver", "type": "http", "url": receiver}
+    state = workdir / "state"
+    config = plant_config(
+        state, endpoint, ports, size["tags"], size["hot"], port, destination, flash.buffer
+    )
+    async with running_agent(tree, workdir, config, env, size["tags"]) as (proc, log, _):
+        await asyncio.sleep(flash.warmup)
+        found = await flash_figures(proc, port, state / "buffer.db", log, flash.window)
+        found["readyz"] = (await http_get(port, "/readyz")).json()
+    return found
+
+
+async def flash_figures(
+    proc: subprocess.Popen[bytes], port: int, db: Path, log: Path, window: float
+) -> dict[str, Any]:
+    before, io, files = await counters(port), io_now(proc.pid), file_sizes(db)
+    logged, wall = file_size(log), time.monotonic()
+    await asyncio.sleep(window)
+    after, io_after, wall = await counters(port), io_now(proc.pid), time.monotonic() - wall
+    delivered = after["delivered"] - before["delivered"]
+    return {
+        "wall": wall,
+        "delivered": delivered,
+        "io_readable": bool(io_after),
+        "write_bytes": io_after.get("write_bytes", 0) - io.get("write_bytes", 0),
+        "cancelled": io_after.get("cancelled_write_bytes", 0) - io.get("cancelled_write_bytes", 0),
+        "disk": disk_written(io_after) - disk_written(io),
+        "wchar": io_after.get("wchar", 0) - io.get("wchar", 0),
+        "growth": file_sizes(db) - files,
+        "files": file_sizes(db),
+        "log": file_size(log) - logged,
+        "own": after["written"] - before["written"],
+        "commits": after["commits"] - before["commits"],
+    }
+
+
+def flash_rows(found: dict[str, Any], plant: str, settings: str, hot: int) -> list[Row]:
+    delivered = found["delivered"]
+    if delivered <= 0:
+        raise RuntimeError("flash phase: nothing was delivered in the window")
+    per_event = found["disk"] / delivered
+    daily = per_event * DAILY_RATE * DAY / GB
+    where = "write_bytes - cancelled_write_bytes of /proc/<pid>/io"
+    if not found["io_readable"]:
+        where = "/proc/<pid>/io cannot be read here: see the file growth"
+    elif found["write_bytes"] == 0:
+        where = "write_bytes stays 0 on this file system (tmpfs?): see wchar and file growth"
+    own = found["own"] / delivered if not math.isnan(found["own"]) else math.nan
+    return [
+        row(
+            SCENARIO,
+            f"flash: events delivered ({plant}; {settings})",
+            delivered / found["wall"],
+            "/s",
+            ceiling=hot,
+            ceiling_label=f"{hot:,} tags changing at 1 Hz, deadband 0",
+        ),
+        row(
+            SCENARIO, f"flash: bytes written to disk per delivered event ({where})", per_event, "B"
+        ),
+        row(
+            SCENARIO,
+            f"flash: daily write volume at {DAILY_RATE:,} events/s (decimal GB)",
+            daily,
+            "GB/day",
+            target=f"<= {TARGET_DAILY_GB:g} GB/day",
+            met=daily <= TARGET_DAILY_GB,
+        ),
+        row(
+            SCENARIO,
+            "flash: of which the agent's log file (journald's, not the agent's, in production)",
+            found["log"] / delivered,
+            "B",
+        ),
+        row(
+            SCENARIO,
+            "flash: the agent's own figure (floorgate_buffer_written_bytes_total) per event",
+            own,
+            "B",
+        ),
+        row(
+            SCENARIO,
+            "flash: wchar per delivered event (every write(): files, HTTP sends, logs)",
+            found["wchar"] / delivered,
+            "B",
+        ),
+        row(
+            SCENARIO,
+            f"flash: buffer.db + WAL growth over the {found['wall']:.0f} s window",
+            found["growth"] / MIB,
+            "MiB",
+        ),
+        row(SCENARIO, "flash: buffer.db + WAL at the window's end", found["files"] / MIB, "MiB"),
+        row(
+            SCENARIO,
+            "flash: buffer write transactions (appends, acks, prunes; /metrics)",
+            found["commits"] / found["wall"],
+            "/s",
+        ),
+    ]
+
+
+async def run(
+    quick: bool, window: float | None, tree: Path, env: dict[str, str], flash: FlashPlan
+) -> list[Row]:
     size = QUICK if quick else FULL
     window = window or (QUICK_WINDOW if quick else FULL_WINDOW)
     with tempfile.TemporaryDirectory(prefix="fg-plant-") as name:
-        found = await measure(Path(name), size, window, tree, env)
+        found = await measure(Path(name), size, window, tree, env, flash)
+    where = "" if tree == ROOT else f"; agent from {tree}"
+    where += "".join(f"; {key}={value}" for key, value in sorted(env.items()))
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(flash.buffer.items())) or "defaults"
+    flash_plant = f"{size['tags']:,} tags, {size['devices']} PLCs{where}"
+    rows = flash_rows(found["flash"], flash_plant, f"buffer {settings}", int(size["hot"]))
+    if flash.only:
+        return rows
     if found["pending"] < size["backlog"]:
         raise RuntimeError(f"backlog of {size['backlog']} expected, {found['pending']} pending")
     if found["committed"] <= 0:
         raise RuntimeError("no event was committed in the window: the plant did not run")
-    where = "" if tree == ROOT else f"; agent from {tree}"
-    where += "".join(f"; {key}={value}" for key, value in sorted(env.items()))
     plant = f"{size['tags']:,} tags, {size['devices']} PLCs, {found['pending']:,} pending{where}"
     rss, hwm = found["rss"] / MIB, found["hwm"] / MIB
     target = f"<= {TARGET_MIB} MiB"
@@ -608,6 +886,13 @@ async def run(quick: bool, window: float | None, tree: Path, env: dict[str, str]
         row(SCENARIO, "load average (1 min) at the window's end", found["load"][1], ""),
         row(SCENARIO, "servers ready + backlog filled", found["prepare_s"], "s"),
         row(SCENARIO, "agent start to all tags subscribed", found["subscribe_s"], "s"),
+        row(
+            SCENARIO,
+            "bytes written to disk per event committed (destination down: nothing delivered)",
+            found["written_per_event"],
+            "B",
+        ),
+        *rows,
     ]
 
 
@@ -616,7 +901,7 @@ def environment(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise SystemExit(f"--env wants NAME=VALUE, got {pair!r}")
+            raise SystemExit(f"--env and --buffer want NAME=VALUE, got {pair!r}")
         found[name] = value
     return found
 
@@ -630,6 +915,22 @@ def main() -> None:
         "--env", action="append", default=[], metavar="NAME=VALUE", help="agent environment"
     )
     cli.add_argument("--window", type=float, default=None, help="seconds measured")
+    cli.add_argument("--flash-only", action="store_true", help="only the flash phase")
+    cli.add_argument("--flash-window", type=float, default=None, help="flash phase seconds")
+    cli.add_argument(
+        "--flash-warmup",
+        type=float,
+        default=None,
+        help="flash warm-up seconds (e.g. to fill a small max_size first)",
+    )
+    cli.add_argument(
+        "--buffer",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a buffer key of the flash agent's config (YAML value), e.g. synchronous=normal",
+    )
+    cli.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
     cli.add_argument("--serve-opcua", type=int, help=argparse.SUPPRESS)
     cli.add_argument("--hot", type=int, default=0, help=argparse.SUPPRESS)
     cli.add_argument("--serve-modbus", type=int, help=argparse.SUPPRESS)
@@ -640,10 +941,18 @@ def main() -> None:
     if args.serve_modbus:
         asyncio.run(serve_modbus(args.serve_modbus))
         return
+    if args.serve_receiver:
+        asyncio.run(serve_receiver())
+        return
     tree = args.agent_tree.resolve()
     if not (tree / "agent" / "__main__.py").is_file():
         raise SystemExit(f"{tree} has no agent/__main__.py")
-    rows = asyncio.run(run(args.quick, args.window, tree, environment(args.env)))
+    warmup, window = QUICK_FLASH if args.quick else FULL_FLASH
+    buffer = {key: yaml.safe_load(value) for key, value in environment(args.buffer).items()}
+    flash = FlashPlan(
+        args.flash_warmup or warmup, args.flash_window or window, buffer, args.flash_only
+    )
+    rows = asyncio.run(run(args.quick, args.window, tree, environment(args.env), flash))
     finish(rows, args.json)
 
 

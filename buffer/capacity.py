@@ -93,15 +93,16 @@ class Capacity:
         conn: sqlite3.Connection,
         *,
         rejected: Counter[str] | None = None,
-    ) -> None:
+    ) -> int:
         """Commit an append, making room by the policy when the file reached max_size.
-        ``rejected``: events left out of it for their data, by type (counted with it)."""
+        ``rejected``: events left out of it for their data, by type (counted with it).
+        Returns how many events were stored."""
         dropped: Counter[tuple[str, str]] = Counter(
             {("rejected", t): n for t, n in (rejected or {}).items()}
         )
         while True:
             try:
-                queries.append_tx(rows, state, dropped, conn)
+                stored = queries.append_tx(rows, state, dropped, conn)
             except sqlite3.OperationalError as exc:
                 if not is_full(exc) or not self._at_limit(conn, rows):
                     raise  # a really full disk (or another error): the caller holds the rows
@@ -121,6 +122,7 @@ class Capacity:
             break
         if self.episode is not None:
             self._maybe_end(conn)
+        return stored
 
     def expire(self, created_before: float, conn: sqlite3.Connection) -> Counter[str]:
         """The ``max_age`` bound: drop events (of any type) buffered before

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -105,7 +106,39 @@ SET_STATUS_LIST = (
     " WHERE destination = ? AND status = ? AND seq IN (SELECT value FROM json_each(?))"
 )
 EVICTED = "evicted"  # counters status ('' destination): delivered events removed for room
+# Counters ('' destination) of what the agent wrote to the disk (/proc/self/io, see
+# buffer.diskio), added up over its runs: bytes, seconds of running covered, and events
+# stored meanwhile. Kept in the file so that `floorgate buffer stats`, another process,
+# can show them.
+WRITTEN_BYTES, WRITTEN_SECONDS, WRITTEN_EVENTS = (
+    "written:bytes",
+    "written:seconds",
+    "written:events",
+)
 CHUNK = 5000  # rows per maintenance transaction (appends run in between)
+# Whether an event is done with: every delivery row of it delivered before the cutoff
+# (events without any delivery row are done). One clause per destination (``:dN``), so
+# each is one primary-key lookup. ``{cutoff}`` is an expression of the row ``e``.
+DONE = (
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.destination = :d{n}"
+    " AND d.seq = e.seq AND (d.status != 'delivered' OR d.updated >= {cutoff}))"
+)
+# The events to prune among the seqs (start, end], as one JSON array in one row: reading
+# them row by row would need the GIL back for each (see INSERT_EVENTS_JSON), which a busy
+# event loop holds for up to its switch interval each time.
+PRUNABLE = """
+    SELECT json_group_array(e.seq) FROM events AS e
+    WHERE e.seq > :start AND e.seq <= :end AND e.created < {cutoff}{done}
+"""
+# Samples only, in (start, end], at most :limit of them examined (the partial index in seq
+# order): the seqs to prune as a JSON array, and the last seq examined (where to go on).
+PRUNABLE_SAMPLES = """
+    SELECT json_group_array(e.seq) FILTER (WHERE e.created < :cutoff{done}), max(e.seq)
+    FROM (SELECT seq, created FROM events INDEXED BY events_samples
+          WHERE type = 'sample' AND seq > :start AND seq <= :end ORDER BY seq LIMIT :limit) AS e
+"""
+# The cutoff of one event in the full pass: samples have their own (sample_retention).
+CUTOFF_BY_TYPE = "(CASE WHEN e.type = 'sample' THEN :samples ELSE :cutoff END)"
 DEAD_LETTERS = """
     SELECT d.seq, e.id, e.type, e.key, d.destination, d.last_error, d.attempts, d.updated
     FROM deliveries AS d INDEXED BY deliveries_dead JOIN events AS e ON e.seq = d.seq
@@ -147,23 +180,25 @@ def append_tx(
     state: dict[str, str],
     dropped: Counter[tuple[str, str]],
     conn: sqlite3.Connection,
-) -> None:
+) -> int:
     """Events (each id once), rule state and the count of what the append gave up, by
     (reason, type): samples refused for lack of room, events rejected for their data; in
-    one transaction."""
+    one transaction. Returns how many events were stored."""
     now = time.time()
+    stored = 0
     with transaction(conn):
         if rows:  # an id repeated (in the batch or from before) is stored once
-            insert_events(conn, rows, now)
+            stored = insert_events(conn, rows, now)
         if state:
             upsert_state(conn, state)
         if dropped:
             bump(conn, [("", dropped_status(r, t), n) for (r, t), n in dropped.items()], now)
+    return stored
 
 
-def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> None:
+def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
     """Events (an id already stored is ignored) with their pending deliveries and the
-    counters, in the caller's transaction."""
+    counters, in the caller's transaction. Returns how many were stored."""
     found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     base: int = found[0] if found else 0
     document, payloads = _events_document(rows)
@@ -180,6 +215,7 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float
         conn.execute(INSERT_DELIVERIES_EACH.format(stored=stored), (base, now, orjson.dumps(each)))
     destinations = sorted({dest for route in routes for dest in route})
     conn.execute(COUNT_APPENDED, (base, now, orjson.dumps(destinations), inserted, top))
+    return int(inserted)
 
 
 def upsert_state(conn: sqlite3.Connection, state: dict[str, str]) -> None:
@@ -223,7 +259,11 @@ def move(
     return int(conn.executemany(SET_STATUS, sql_params).rowcount)
 
 
-def ack_tx(destination: str, seqs: Sequence[int], conn: sqlite3.Connection) -> None:
+def ack_tx(
+    destination: str, seqs: Sequence[int], conn: sqlite3.Connection, *, prune: bool = False
+) -> int:
+    """Mark delivered. ``prune``: in the same transaction, delete the samples among them
+    that are now delivered everywhere (sample_retention 0s). Returns how many went."""
     now = time.time()
     params = [(None, seq) for seq in seqs]
     with transaction(conn):
@@ -240,6 +280,10 @@ def ack_tx(destination: str, seqs: Sequence[int], conn: sqlite3.Connection) -> N
             ],
             now,
         )
+        if not prune:
+            return 0
+        low, high = min(seqs), max(seqs)
+        return prune_samples(conn, math.inf, low - 1, high, high - low + 1, now)[0]
 
 
 def failure_tx(destination: str, seqs: Sequence[int], error: str, conn: sqlite3.Connection) -> None:
@@ -290,38 +334,84 @@ def requeue_tx(
     return total
 
 
-def prune_tx(cutoff: float, start: int, end: int, conn: sqlite3.Connection) -> int:
+def prune_tx(
+    cutoff: float, sample_cutoff: float, start: int, end: int, conn: sqlite3.Connection
+) -> int:
+    """Delete the events with seq in (start, end] that are done with: buffered and
+    delivered everywhere before the cutoff of their type (``sample_cutoff`` for samples,
+    ``cutoff`` for the rest). Events with a pending or dead delivery stay. Returns how many
+    went."""
     now = time.time()
     with transaction(conn):
         dests = destinations(conn)
-        unfinished = " ".join(
-            "AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.destination = ?"
-            " AND d.seq = e.seq AND (d.status != 'delivered' OR d.updated >= ?))"
-            for _ in dests
+        done = "".join(DONE.format(n=n, cutoff=CUTOFF_BY_TYPE) for n in range(len(dests)))
+        params = _named(dests, start=start, end=end, cutoff=cutoff, samples=sample_cutoff)
+        (found,) = conn.execute(
+            PRUNABLE.format(cutoff=CUTOFF_BY_TYPE, done=done), params
+        ).fetchone()
+        return _delete_done(conn, found, dests, now)
+
+
+def prune_samples_tx(
+    cutoff: float, start: int, end: int, limit: int, conn: sqlite3.Connection
+) -> tuple[int, int | None]:
+    """Delete the samples among the first ``limit`` with seq in (start, end] that were
+    buffered and delivered everywhere before ``cutoff`` (the sample_retention pass).
+    Returns how many went and the last seq examined (None: no sample in the range)."""
+    now = time.time()
+    with transaction(conn):
+        return prune_samples(conn, cutoff, start, end, limit, now)
+
+
+def prune_samples(
+    conn: sqlite3.Connection, cutoff: float, start: int, end: int, limit: int, now: float
+) -> tuple[int, int | None]:
+    """prune_samples_tx in the caller's transaction."""
+    dests = destinations(conn)
+    done = "".join(DONE.format(n=n, cutoff=":cutoff") for n in range(len(dests)))
+    params = _named(dests, start=start, end=end, cutoff=cutoff, limit=limit)
+    found, last = conn.execute(PRUNABLE_SAMPLES.format(done=done), params).fetchone()
+    if last is None:
+        return 0, None
+    return _delete_done(conn, found, dests, now), int(last)
+
+
+def _named(dests: Sequence[str], **params: object) -> dict[str, object]:
+    return {**params, **{f"d{n}": dest for n, dest in enumerate(dests)}}
+
+
+def _delete_done(conn: sqlite3.Connection, listed: str, dests: Sequence[str], now: float) -> int:
+    """Delete the events of ``listed`` (a JSON array of seqs) and their delivery rows (all
+    delivered: the caller chose them so), keeping the counters right."""
+    count = len(json.loads(listed))
+    if not count:
+        return 0
+    conn.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))", (listed,))
+    changes = []
+    for dest in dests:
+        deleted = conn.execute(
+            "DELETE FROM deliveries WHERE destination = ? AND seq IN"
+            " (SELECT value FROM json_each(?))",
+            (dest, listed),
+        ).rowcount
+        changes.append((dest, "delivered", -deleted))
+    bump(conn, [*changes, (*schema.EVENTS_TOTAL, -count)], now)
+    return count
+
+
+def record_written_tx(written: int, seconds: int, events: int, conn: sqlite3.Connection) -> None:
+    """Add what the agent wrote to the disk since it last said so (see WRITTEN_BYTES)."""
+    now = time.time()
+    with transaction(conn):
+        bump(
+            conn,
+            [
+                ("", WRITTEN_BYTES, written),
+                ("", WRITTEN_SECONDS, seconds),
+                ("", WRITTEN_EVENTS, events),
+            ],
+            now,
         )
-        params: list[object] = [start, end, cutoff]
-        for dest in dests:
-            params += [dest, cutoff]
-        seqs = [
-            (seq,)
-            for (seq,) in conn.execute(
-                f"SELECT seq FROM events AS e WHERE e.seq > ? AND e.seq <= ? AND e.created < ? "
-                f"{unfinished}",
-                params,
-            )
-        ]
-        if not seqs:
-            return 0
-        conn.executemany("DELETE FROM events WHERE seq = ?", seqs)
-        changes = []
-        for dest in dests:
-            deleted = conn.executemany(
-                "DELETE FROM deliveries WHERE destination = ? AND seq = ?",
-                [(dest, seq) for (seq,) in seqs],
-            ).rowcount
-            changes.append((dest, "delivered", -deleted))
-        bump(conn, [*changes, (*schema.EVENTS_TOTAL, -len(seqs))], now)
-    return len(seqs)
 
 
 # -- reads (run in the reader thread) ----------------------------------------------------
@@ -329,10 +419,16 @@ def prune_tx(cutoff: float, start: int, end: int, conn: sqlite3.Connection) -> i
 
 def stats(path: Path, conn: sqlite3.Connection) -> BufferStats:
     stats = BufferStats()
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(OSError):
-            stats.size_bytes += os.stat(f"{path}{suffix}").st_size
+    with contextlib.suppress(OSError):
+        stats.size_bytes = os.stat(path).st_size
+    with contextlib.suppress(OSError):
+        stats.wal_bytes = os.stat(f"{path}-wal").st_size
+    stats.size_bytes += stats.wal_bytes
     with read_transaction(conn):
+        # Pages freed by deletes (pruning, eviction), which SQLite fills again before it
+        # makes the file longer.
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        stats.free_bytes = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
         for dest, status, n, last in conn.execute(
             "SELECT destination, status, n, last FROM counters"
         ):
@@ -363,6 +459,15 @@ def _global_counter(stats: BufferStats, status: str, n: int, last: float | None)
         stats.events = n
     elif status == EVICTED:
         stats.evicted_delivered = n
+    elif status in (WRITTEN_BYTES, WRITTEN_SECONDS, WRITTEN_EVENTS):
+        if status == WRITTEN_BYTES:
+            stats.written_bytes = n
+        elif status == WRITTEN_SECONDS:
+            stats.written_seconds = n
+        else:
+            stats.written_events = n
+        if last is not None and (stats.written_at is None or last > stats.written_at):
+            stats.written_at = last
     elif status.startswith("dropped:") and n:
         _, reason, event_type = status.split(":", 2)
         stats.dropped[reason, event_type] = n

@@ -55,6 +55,8 @@ class DestinationStats:
 class BufferStats:
     events: int = 0
     size_bytes: int = 0  # database + WAL on disk
+    wal_bytes: int = 0  # of which the WAL
+    free_bytes: int = 0  # free pages in the database file, reused before it grows
     destinations: dict[str, DestinationStats] = field(default_factory=dict)
     # Undelivered events the buffer gave up, by (reason, type); reason is "full" (oldest
     # samples dropped for room), "refused" (new samples not stored: only protected events
@@ -63,6 +65,13 @@ class BufferStats:
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)
     last_dropped_at: float | None = None
     evicted_delivered: int = 0  # delivered events removed before their retention, for room
+    # What the agent wrote to the disk (its /proc/self/io), added up over its runs and kept
+    # in the file: bytes, seconds of running they cover, events stored meanwhile, and when
+    # it was last brought up to date (None: never; the agent does so about once a minute).
+    written_bytes: int = 0
+    written_seconds: int = 0
+    written_events: int = 0
+    written_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,18 @@ What an append does when it fails depends on whose fault it is:
 An event with no destination is stored (for replay) without delivery rows; ``prune``
 removes it once it is older than the cutoff.
 
+Retention: ``prune`` (the full pass, hourly: every event, by seq chunks) and, for
+samples, either the ack itself (``keep_samples(0)``: the ack that completes a sample
+deletes it in its transaction) or ``prune_samples`` (every few seconds: only the samples
+of the seq ranges acknowledged since it last ran, which the buffer notes at each
+``ack``). Delivered samples are the bulk of what a plant buffers; deleting them soon after
+delivery frees their pages, which SQLite fills again before it makes the file longer, so
+the file stops growing. Nothing undelivered and no dead letter is ever pruned.
+
+The flash budget: ``written_bytes`` is what this process sent to the disk since the buffer
+opened (``buffer.diskio``); ``record_written`` adds it to counters in the file, with the
+seconds and the events it covers, for ``floorgate buffer stats`` (another process).
+
 Bounds (``max_size``, ``max_age``) and what they drop: see ``buffer.capacity``. The SQL
 itself lives in ``buffer.queries``, shared with the operator CLI (``buffer.operator``).
 """
@@ -47,8 +59,9 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -56,8 +69,8 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from buffer import queries, schema
-from buffer.capacity import Capacity, is_full
+from buffer import diskio, queries, schema
+from buffer.capacity import SAMPLE, Capacity, is_full
 from buffer.cleanmark import CleanMark
 from buffer.rows import BufferStats, ClaimedEvent, DeadLetter, EventRow, StoredEvent, Unstorable
 
@@ -67,8 +80,26 @@ log = logging.getLogger("floorgate.buffer")
 
 SYNCHRONOUS_MODES = ("full", "normal")
 BUSY_TIMEOUT_MS = 5000
-WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL is truncated to this after a checkpoint
+# Checkpoints, sized by measurement (bench/buffer_bench.py, "flash" rows; docs/buffer.md):
+# a checkpoint copies every page the WAL holds into the file once, however often it was
+# rewritten meanwhile, so the fewer checkpoints the fewer bytes, down to the pages that
+# really changed. Against SQLite's 1,000 pages (4 MiB), 4,000 pages (a 16 MiB WAL) wrote
+# 3 % fewer bytes per event with samples deleted by their ack (the live part of the file
+# is small either way) and 16 % fewer with samples pruned in batches every 2 s; 16,000
+# (64 MiB) about 5 % fewer again, for a WAL four times larger to keep, read and recover.
+WAL_AUTOCHECKPOINT = 4000  # pages
+# After a checkpoint the WAL is cut back to this when it grew past it (a long reader held
+# the checkpoint back). Above the WAL's usual size: cutting it at every checkpoint would
+# free and allocate its blocks again each time.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 PRUNE_CHUNK = queries.CHUNK
+SAMPLE_PRUNE_CHUNK = 1000  # samples examined per transaction of prune_samples
+# Seq ranges acknowledged and not yet looked at by prune_samples, at most (about 1 s of
+# acks each: a few hundred bytes of memory per second of sample_retention). Beyond it the
+# oldest are forgotten: the hourly full pass prunes what they held.
+DELIVERED_RANGES = 10_000
+RANGE_MERGE_SECONDS = 1.0  # acks this close in time, with touching seqs, make one range
+RECORD_WRITTEN_EVERY = 60.0  # seconds between updates of the written counters in the file
 REJECTED_LOGGED = 10  # rejected rows logged one by one per append; the rest are summed up
 
 # Primary SQLite result codes -> what a person should read.
@@ -166,6 +197,20 @@ class SqliteBuffer:
         self._reader = reader
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        # (wall clock, lowest seq, highest seq) of what was acknowledged (or stored with no
+        # destination), oldest first, for prune_samples. Touched by the loop (ack) and the
+        # writer thread (append): under the lock.
+        self._delivered: deque[tuple[float, int, int]] = deque()
+        self._delivered_lock = threading.Lock()
+        self._sample_retention: float | None = None  # see keep_samples
+        self.commits = 0  # write transactions handed to the writer thread (appends, acks...)
+        # The disk writes of this process since the buffer opened (buffer.diskio), and what
+        # of them the counters in the file already hold.
+        self._written_base = diskio.written_bytes()
+        self._written_high = 0
+        self._recorded = (0, time.monotonic())  # (bytes, monotonic time) recorded so far
+        self._stored_since_record = 0  # events stored since (writer thread only)
+        self._recorded_at = time.monotonic()  # when record_written last ran
 
     # -- opening and closing -----------------------------------------------------------
 
@@ -226,7 +271,11 @@ class SqliteBuffer:
                 if problems != ["ok"]:
                     raise _Corrupt("; ".join(problems))
             conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            # Debian's SQLite zeroes deleted content (SECURE_DELETE), writing every page a
+            # delete frees once more; FAST zeroes only on pages written anyway.
+            conn.execute("PRAGMA secure_delete = FAST")
             self.capacity.configure(conn)
             schema.migrate(conn)
         except BaseException:
@@ -274,6 +323,9 @@ class SqliteBuffer:
             self._check_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._check_task
+        # Exact written totals after a clean stop; a failing file (disk full) goes without.
+        with contextlib.suppress(BufferStoreError, sqlite3.Error):
+            await self._writer.call(self._record_written)
         await self._writer.close()  # after the appends handed over: one thread, in order
         await self._reader.close()
         if self.integrity_problem is None:
@@ -320,6 +372,7 @@ class SqliteBuffer:
             nothing: asyncio.Future[list[Unstorable]] = asyncio.get_running_loop().create_future()
             nothing.set_result([])
             return nothing
+        self.commits += 1
         return self._writer.submit(partial(self._store, rows, state))
 
     def _store(
@@ -329,7 +382,7 @@ class SqliteBuffer:
         fails are found, left out and counted; any other failure fails the append."""
         try:
             try:
-                self.capacity.store(rows, state, conn)
+                self._stored(rows, self.capacity.store(rows, state, conn), conn)
                 return []
             except _DATA_ERRORS:
                 rejected = _unstorable(rows, state, conn)
@@ -337,17 +390,28 @@ class SqliteBuffer:
                     raise  # not one row's doing: fail the append as a whole
             bad_rows = {id(r.row) for r in rejected if r.row is not None}
             bad_keys = {r.state_key for r in rejected if r.state_key is not None}
-            self.capacity.store(
-                [row for row in rows if id(row) not in bad_rows],
+            kept = [row for row in rows if id(row) not in bad_rows]
+            stored = self.capacity.store(
+                kept,
                 {k: v for k, v in state.items() if k not in bad_keys},
                 conn,
                 rejected=Counter(_printable(r.row.type) for r in rejected if r.row is not None),
             )
+            self._stored(kept, stored, conn)
         except Exception as exc:
             message = f"append to the buffer {self.path} failed: {describe_error(exc)}"
             raise BufferStoreError(message) from exc
         self._log_rejected(rejected)
         return rejected
+
+    def _stored(self, rows: Sequence[EventRow], stored: int, conn: sqlite3.Connection) -> None:
+        """After an append committed (writer thread): count it, and note the samples it
+        stored without a destination: they are done with at once (prune_samples)."""
+        self._stored_since_record += stored
+        if stored and any(row.type == SAMPLE and not row.destinations for row in rows):
+            found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            top = int(found.fetchone()[0])
+            self._note_delivered(top - len(rows) + 1, top)
 
     def _log_rejected(self, rejected: Sequence[Unstorable]) -> None:
         for item in rejected[:REJECTED_LOGGED]:
@@ -404,9 +468,22 @@ class SqliteBuffer:
         return [ClaimedEvent(*row) for row in rows]
 
     async def ack(self, destination: str, seqs: Sequence[int]) -> None:
-        """Mark delivered (pending or dead rows; delivered ones stay as they are)."""
-        if seqs:
-            await self._write(partial(queries.ack_tx, destination, seqs), "ack")
+        """Mark delivered (pending or dead rows; delivered ones stay as they are). With
+        ``keep_samples(0)``, the samples among them that are now delivered everywhere are
+        deleted in the same transaction."""
+        if not seqs:
+            return
+        at_once = self._sample_retention == 0
+        await self._write(partial(queries.ack_tx, destination, seqs, prune=at_once), "ack")
+        if not at_once:
+            self._note_delivered(min(seqs), max(seqs))
+
+    def keep_samples(self, seconds: float | None) -> None:
+        """How long delivered samples are kept (``sample_retention``). 0: each ack deletes
+        the samples it completes, in its own transaction: pages freed and filled again
+        while they are still in the WAL cost the least (docs/buffer.md). Otherwise (and
+        None: the default) ``prune_samples`` deletes them."""
+        self._sample_retention = seconds
 
     async def record_failure(self, destination: str, seqs: Sequence[int], error: str) -> None:
         """A failed attempt at pending deliveries: attempts += 1, last_error = error."""
@@ -427,20 +504,107 @@ class SqliteBuffer:
         destination's, or the given seqs. Returns how many."""
         return await self._write(partial(queries.requeue_tx, destination, seqs), "requeue")
 
-    async def prune(self, delivered_before: float) -> int:
-        """Delete events whose every delivery was delivered before ``delivered_before``
-        (events with a dead or pending delivery stay). Returns how many were deleted."""
+    async def prune(
+        self, delivered_before: float, samples_delivered_before: float | None = None
+    ) -> int:
+        """The full pass: delete events buffered and delivered everywhere before
+        ``delivered_before`` (samples: before ``samples_delivered_before`` when given).
+        Events with a dead or pending delivery stay. Goes over the whole file in chunks of
+        PRUNE_CHUNK seqs, a transaction each. Returns how many were deleted."""
+        samples = delivered_before if samples_delivered_before is None else samples_delivered_before
         span = await self._read(queries.seq_range, "prune")
         if span is None:
             return 0
         start, top = span[0] - 1, span[1]
         removed = 0
         while start < top:
-            removed += await self._write(
-                partial(queries.prune_tx, delivered_before, start, start + PRUNE_CHUNK), "prune"
-            )
+            chunk = partial(queries.prune_tx, delivered_before, samples, start, start + PRUNE_CHUNK)
+            removed += await self._write(chunk, "prune")
             start += PRUNE_CHUNK
         return removed
+
+    async def prune_samples(self, delivered_before: float) -> int:
+        """The sample_retention pass: delete the samples buffered and delivered everywhere
+        (or stored with no destination) before ``delivered_before``, looking only at the
+        seq ranges acknowledged since the last pass (noted at each ack), in transactions
+        of SAMPLE_PRUNE_CHUNK samples so that appends go in between. A sample another
+        destination still waits for stays, and goes after that destination's ack. Returns
+        how many were deleted."""
+        removed = 0
+        for low, high in self._take_delivered(delivered_before):
+            start = low - 1
+            while start < high:
+                chunk = partial(
+                    queries.prune_samples_tx, delivered_before, start, high, SAMPLE_PRUNE_CHUNK
+                )
+                gone, last = await self._write(chunk, "prune samples")
+                removed += gone
+                if last is None:
+                    break
+                start = last
+        return removed
+
+    def _note_delivered(self, low: int, high: int) -> None:
+        """A seq range just acknowledged (any thread): prune_samples looks at it once it is
+        older than sample_retention."""
+        now = time.time()
+        with self._delivered_lock:
+            ranges = self._delivered
+            if ranges:
+                at, last_low, last_high = ranges[-1]
+                if now - at < RANGE_MERGE_SECONDS and low <= last_high + 1 and high >= last_low - 1:
+                    ranges[-1] = (now, min(low, last_low), max(high, last_high))
+                    return
+            ranges.append((now, low, high))
+            if len(ranges) > DELIVERED_RANGES:
+                ranges.popleft()  # the hourly full pass prunes what it held
+
+    def _take_delivered(self, before: float) -> list[tuple[int, int]]:
+        """The ranges noted before ``before``, taken out, merged and in seq order."""
+        taken = []
+        with self._delivered_lock:
+            while self._delivered and self._delivered[0][0] < before:
+                _, low, high = self._delivered.popleft()
+                taken.append((low, high))
+        merged: list[tuple[int, int]] = []
+        for low, high in sorted(taken):
+            if merged and low <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+            else:
+                merged.append((low, high))
+        return merged
+
+    @property
+    def written_bytes(self) -> int | None:
+        """What this process sent to the disk since the buffer opened (the buffer is what
+        the agent writes): /proc/self/io, see buffer.diskio. Never decreases. None when
+        the kernel does not say."""
+        now = diskio.written_bytes()
+        if now is None or self._written_base is None:
+            return None
+        self._written_high = max(self._written_high, now - self._written_base)
+        return self._written_high
+
+    async def record_written(self) -> None:
+        """Add what was written since the last call to the counters in the file (for
+        `floorgate buffer stats`), at most every RECORD_WRITTEN_EVERY seconds: a small
+        transaction of its own. Also done at close."""
+        if time.monotonic() - self._recorded_at >= RECORD_WRITTEN_EVERY:
+            self._recorded_at = time.monotonic()
+            await self._write(self._record_written, "record written bytes")
+
+    def _record_written(self, conn: sqlite3.Connection) -> None:
+        """Writer thread: the counters in the file, brought up to date."""
+        written = self.written_bytes
+        if written is None:
+            return
+        recorded, since = self._recorded
+        seconds = int(time.monotonic() - since)  # whole seconds; the rest waits for next time
+        if written == recorded and not self._stored_since_record:
+            return
+        queries.record_written_tx(written - recorded, seconds, self._stored_since_record, conn)
+        self._recorded = (written, since + seconds)
+        self._stored_since_record = 0
 
     async def expire(self, buffered_before: float) -> int:
         """The ``max_age`` bound: drop events buffered before ``buffered_before`` that a
@@ -515,6 +679,7 @@ class SqliteBuffer:
         return await self._run(self._reader, fn, doing)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        self.commits += 1
         return await self._run(self._writer, fn, doing)
 
     async def _run(self, worker: _Worker, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:

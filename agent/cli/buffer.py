@@ -118,6 +118,9 @@ def _stats(buf: Any, args: argparse.Namespace, max_size: int | None) -> int:
                 "path": str(buf.path),
                 "events": stats.events,
                 "size_bytes": stats.size_bytes,
+                "file_bytes": stats.size_bytes - stats.wal_bytes,
+                "wal_bytes": stats.wal_bytes,
+                "free_bytes": stats.free_bytes,
                 "max_size": max_size,
                 "destinations": {
                     name: {
@@ -133,10 +136,16 @@ def _stats(buf: Any, args: argparse.Namespace, max_size: int | None) -> int:
                 ],
                 "last_dropped_at": stats.last_dropped_at,
                 "evicted_delivered": stats.evicted_delivered,
+                "written": _written(stats),
             }
         )
     limit = f" of {_size(max_size)} ({stats.size_bytes / max_size:.0%})" if max_size else ""
     print(f"buffer {buf.path}: {stats.events:,} events, {_size(stats.size_bytes)} on disk{limit}")
+    print(
+        f"file {_size(stats.size_bytes - stats.wal_bytes)} ({_size(stats.free_bytes)} of it free,"
+        f" filled before the file grows), WAL {_size(stats.wal_bytes)}"
+    )
+    print(_written_line(stats))
     rows = [
         [
             name,
@@ -160,6 +169,37 @@ def _stats(buf: Any, args: argparse.Namespace, max_size: int | None) -> int:
     if stats.evicted_delivered:
         print(f"delivered events removed early for room: {stats.evicted_delivered:,}")
     return 0
+
+
+def _written(stats: Any) -> dict[str, Any] | None:
+    """What the agent wrote to the disk, as it keeps it in the file (about once a minute
+    and at a clean stop: this command runs in another process), or None before it did."""
+    if stats.written_at is None:
+        return None
+    seconds, events = stats.written_seconds, stats.written_events
+    return {
+        "bytes": stats.written_bytes,
+        "seconds": seconds,
+        "events": events,
+        "as_of": stats.written_at,
+        "bytes_per_event": round(stats.written_bytes / events) if events else None,
+        "bytes_per_day": round(stats.written_bytes / seconds * 86400) if seconds else None,
+    }
+
+
+def _written_line(stats: Any) -> str:
+    found = _written(stats)
+    if found is None:
+        return (
+            "written to disk by the agent: not known yet (the agent records it about once a"
+            " minute, where the kernel counts it)"
+        )
+    parts = [f"{_size(found['bytes'])} in {_duration(found['seconds'])} of running"]
+    if found["bytes_per_day"] is not None:
+        parts.append(f"{_size(found['bytes_per_day'])} a day")
+    if found["bytes_per_event"] is not None:
+        parts.append(f"{_size(found['bytes_per_event'])} per event stored")
+    return f"written to disk by the agent: {', '.join(parts)} (as of {_when(found['as_of'])})"
 
 
 def _dead_letters(buf: Any, args: argparse.Namespace, _: int | None) -> int:
@@ -305,7 +345,8 @@ def _when(stamp: float | None) -> str:
 
 
 def _size(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+    units = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+    for unit, factor in units:
         if size >= factor:
             return f"{size / factor:.1f} {unit}"
     return f"{size} B"

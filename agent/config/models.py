@@ -100,7 +100,10 @@ class BufferConfig(StrictModel):
         default=Path("buffer.db"), description="SQLite file; relative to agent.state_dir."
     )
     synchronous: SynchronousMode = Field(
-        default=SynchronousMode.FULL, description="full (power-cut safe) | normal (faster)."
+        default=SynchronousMode.FULL,
+        description="full: every committed event survives a power cut | normal: a crash of "
+        "the agent loses nothing, a power cut may roll back the last seconds of commits "
+        "(fewer fsyncs).",
     )
     commit_window: Duration | None = Field(
         default=None,
@@ -122,7 +125,17 @@ class BufferConfig(StrictModel):
         "Default: none, events wait until delivered.",
     )
     retention: Duration = Field(
-        default=7 * 86400.0, gt=0, description="How long delivered events are kept for replay."
+        default=7 * 86400.0,
+        gt=0,
+        description="How long delivered machine states, counts and alarms are kept for replay "
+        "(samples: sample_retention).",
+    )
+    sample_retention: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="How long delivered samples are kept for replay. 0s (the default): each "
+        "is deleted as soon as every destination has it, so the file stays small and the "
+        "disk is spared.",
     )
 
     @model_validator(mode="after")

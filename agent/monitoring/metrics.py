@@ -148,6 +148,33 @@ class AgentCollector(Collector):
             [], 1.0 if self.agent.buffer is not None and self.agent.buffer.full else 0.0
         )
         yield from (dropped, evicted, limit, full)
+        yield from self._buffer_writes()
+
+    def _buffer_writes(self) -> Iterator[Metric]:
+        """The flash budget: what the buffer costs the disk (docs/buffer.md)."""
+        stats, buffer = self.agent.buffer_stats, self.agent.buffer
+        free = GaugeMetricFamily(
+            "floorgate_buffer_free_bytes",
+            "Free pages in the buffer file (left by pruning), filled before the file grows",
+        )
+        free.add_metric([], stats.free_bytes)
+        yield free
+        if buffer is None:
+            return
+        commits = CounterMetricFamily(
+            "floorgate_buffer_commits",
+            "Write transactions committed to the buffer (appends, acks, prunes), since start",
+        )
+        commits.add_metric([], buffer.commits)
+        yield commits
+        written = buffer.written_bytes  # read from /proc/self/io at each scrape
+        if written is not None:  # None: the kernel does not say (not Linux)
+            yield CounterMetricFamily(
+                "floorgate_buffer_written_bytes",
+                "Bytes the agent process wrote to the disk since start (/proc/self/io "
+                "write_bytes less cancelled_write_bytes): the buffer file, its WAL, checkpoints",
+                value=written,
+            )
 
     def _destinations(self, report: dict[str, Any]) -> Iterator[Metric]:
         labels = ["destination"]

@@ -30,6 +30,10 @@ from drivers.base import Driver, Sample
 log = logging.getLogger("floorgate.runtime")
 
 STATS_INTERVAL = 2.0
+# The full retention pass (every event, the whole file in chunks) and max_age, this often.
+# Delivered samples go sooner, so the file stops growing (docs/buffer.md, "The flash
+# budget"): with sample_retention 0s by the ack that completes them, else at every stats
+# round once their time is up.
 PRUNE_INTERVAL = 3600.0
 # How long stop() waits for one stage before it gives up on it; within systemd's
 # TimeoutStopSec so the unit never ends in a SIGKILL because of a stuck component.
@@ -187,9 +191,10 @@ class Agent:
         while True:
             try:
                 self.buffer_stats = await self.buffer.stats()
-                if last_prune is None or time.monotonic() - last_prune > PRUNE_INTERVAL:
+                full = last_prune is None or time.monotonic() - last_prune > PRUNE_INTERVAL
+                if full:
                     last_prune = time.monotonic()
-                    await self._prune()
+                await self._prune(full)
                 self.buffer_error = None
             except Exception as exc:  # health shows it; the next round tries again
                 if self.buffer_error is None:
@@ -197,14 +202,25 @@ class Agent:
                 self.buffer_error = str(exc)
             await asyncio.sleep(STATS_INTERVAL)
 
-    async def _prune(self) -> None:
-        """Retention of delivered events, then the max_age bound (logged by the buffer)."""
+    async def _prune(self, full: bool) -> None:
+        """Every round: the delivered samples past sample_retention (with 0s, the default,
+        each ack deletes the samples it completes; otherwise those acknowledged since the
+        last round, in small transactions) and the written-bytes counters of the file (the
+        buffer does that once a minute). ``full``: the retention pass over every event,
+        then the max_age bound (logged by the buffer)."""
         assert self.buffer is not None
-        pruned = await self.buffer.prune(time.time() - self.config.buffer.retention)
+        settings = self.config.buffer
+        self.buffer.keep_samples(settings.sample_retention)  # the buffer section never reloads
+        await self.buffer.prune_samples(time.time() - settings.sample_retention)
+        await self.buffer.record_written()
+        if not full:
+            return
+        now = time.time()
+        pruned = await self.buffer.prune(now - settings.retention, now - settings.sample_retention)
         if pruned:
             log.info("delivered events pruned count=%d", pruned)
-        if self.config.buffer.max_age is not None:
-            await self.buffer.expire(time.time() - self.config.buffer.max_age)
+        if settings.max_age is not None:
+            await self.buffer.expire(time.time() - settings.max_age)
 
     async def stop(self) -> None:
         """Stop in data-flow order, committing everything that is in memory."""

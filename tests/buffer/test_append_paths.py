@@ -68,7 +68,10 @@ async def test_every_payload_is_stored_with_the_same_rows_and_counts(
     assert all(r[4] == payload and r[5] == len(payload) for r in rows)
     assert rows[3][2:4] == ("m0", "2026-01-01T00:00:00Z")
     assert table(tmp_path / "b.db", "SELECT count(*) FROM deliveries") == [(6,)]
-    counters = table(tmp_path / "b.db", "SELECT destination, status, n FROM counters WHERE n")
+    counters = table(
+        tmp_path / "b.db",
+        "SELECT destination, status, n FROM counters WHERE n AND status NOT LIKE 'written:%'",
+    )
     assert sorted(counters) == [("", "events", 5), ("a", "pending", 3), ("b", "pending", 3)]
 
 
