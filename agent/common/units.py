@@ -48,6 +48,8 @@ def parse_size(value: object) -> int:
 
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling of a duration, for printing configs back."""
+    if seconds == 0:
+        return "0s"
     for unit, factor in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
         if seconds >= factor and (seconds / factor).is_integer():
             return f"{int(seconds / factor)}{unit}"

@@ -22,8 +22,10 @@ from agent.config.rules import (
     AlarmRuleConfig,
     CounterRuleConfig,
     RuleConfig,
+    RulePlace,
     SampleRuleConfig,
     StateRuleConfig,
+    rule_entries_of,
 )
 from agent.registry import DESTINATION_PLUGINS, SOURCE_PLUGINS, config_models
 
@@ -77,17 +79,9 @@ class MachineConfig(StrictModel):
     alarms: list[AlarmRuleConfig] = Field(default_factory=list)
     samples: list[SampleRuleConfig] = Field(default_factory=list)
 
-    def rule_entries(self) -> Iterator[tuple[tuple[str | int, ...], RuleConfig]]:
-        """Every rule of this machine with its place under the machine ("counters", 0), in
-        section order then config order. A section is one rule, a list of them, or None."""
-        for section in type(self).model_fields:
-            entries = getattr(self, section)
-            if isinstance(entries, RuleConfig):
-                yield (section,), entries
-            elif isinstance(entries, list):
-                for index, entry in enumerate(entries):
-                    if isinstance(entry, RuleConfig):
-                        yield (section, index), entry
+    def rule_entries(self) -> Iterator[tuple[RulePlace, RuleConfig]]:
+        """Every rule with its place, e.g. ("counters", 0) (config.rules.rule_entries_of)."""
+        return rule_entries_of(self)
 
 
 class SynchronousMode(enum.StrEnum):

@@ -47,6 +47,23 @@ INTEGER_SIGNAL = frozenset(INTEGER_TYPES)
 INTEGER = "must be an integer signal"
 
 
+RulePlace = tuple[str | int, ...]
+
+
+def rule_entries_of(model: StrictModel) -> Iterator[tuple[RulePlace, RuleConfig]]:
+    """Every rule of a machine (or a machine template) with its place under it, e.g.
+    ("counters", 0), in section order then config order. A section is one rule, a list
+    of them, or None; other fields are skipped."""
+    for section in type(model).model_fields:
+        entries = getattr(model, section)
+        if isinstance(entries, RuleConfig):
+            yield (section,), entries
+        elif isinstance(entries, list):
+            for index, entry in enumerate(entries):
+                if isinstance(entry, RuleConfig):
+                    yield (section, index), entry
+
+
 class MachineStateValue(enum.StrEnum):
     RUNNING = "running"
     IDLE = "idle"

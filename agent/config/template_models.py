@@ -16,8 +16,10 @@ from agent.config.rules import (
     AlarmRuleConfig,
     CounterRuleConfig,
     RuleConfig,
+    RulePlace,
     SampleRuleConfig,
     StateRuleConfig,
+    rule_entries_of,
 )
 from drivers.codecs import REGISTER_COUNT, DataType, Swap
 
@@ -198,16 +200,9 @@ class TemplateConfig(StrictModel):
         default_factory=list, description="Sample rules, as under machines[]."
     )
 
-    def rule_entries(self) -> Iterator[tuple[tuple[str | int, ...], RuleConfig]]:
-        """Every rule with its place under the template, as MachineConfig.rule_entries."""
-        for section in type(self).model_fields:
-            entries = getattr(self, section)
-            if isinstance(entries, RuleConfig):
-                yield (section,), entries
-            elif isinstance(entries, list):
-                for index, entry in enumerate(entries):
-                    if isinstance(entry, RuleConfig):
-                        yield (section, index), entry
+    def rule_entries(self) -> Iterator[tuple[RulePlace, RuleConfig]]:
+        """Every rule with its place, e.g. ("counters", 0) (config.rules.rule_entries_of)."""
+        return rule_entries_of(self)
 
 
 RuleOverrides = dict[str, dict[str, Any] | None]
