@@ -164,7 +164,7 @@ def _destination_reasons(agent: Agent, destinations: dict[str, Any], reasons: li
         if (dest["oldest_pending_age_s"] or 0) > agent.config.health.stale_after:
             reasons.append(
                 f"destination {name}: oldest undelivered event is"
-                f" {dest['oldest_pending_age_s']:.0f}s old"
+                f" {seconds_text(dest['oldest_pending_age_s'])} s old"
             )
     return failing
 
@@ -178,7 +178,7 @@ def _source_reasons(agent: Agent, now: float, reasons: list[str]) -> None:
             and down_for >= agent.config.health.source_down_after
         ):
             reasons.append(
-                f"source {driver.name} {health.state.value} for {down_for:.0f}s:"
+                f"source {driver.name} {health.state.value} for {seconds_text(down_for)} s:"
                 f" {health.last_error}"
             )
         silent = stale_for(health, now)
