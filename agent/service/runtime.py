@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.config.models import FloorgateConfig, SourceConfig
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
+from agent.monitoring.report import destination_state, slow_after_limits
 from agent.monitoring.status import DestinationHealth, DestinationState
 from agent.pipeline.engine import RuleEngine
 from agent.registry import make_driver, make_forwarder
@@ -73,6 +74,8 @@ class Agent:
             synchronous=config.buffer.synchronous.value,
             max_size=config.buffer.max_size,
         )
+        # Set once: a change of the buffer section needs a restart (agent.service.reload).
+        self.buffer.keep_samples(config.buffer.sample_retention)
         if self.buffer.corrupt_moved_to:
             log.error("buffer was corrupt; moved aside path=%s", self.buffer.corrupt_moved_to)
         self.buffer_stats = await self.buffer.stats()
@@ -210,7 +213,6 @@ class Agent:
         then the max_age bound (logged by the buffer)."""
         assert self.buffer is not None
         settings = self.config.buffer
-        self.buffer.keep_samples(settings.sample_retention)  # the buffer section never reloads
         await self.buffer.prune_samples(time.time() - settings.sample_retention)
         await self.buffer.record_written()
         if not full:
@@ -248,6 +250,7 @@ class Agent:
             return
         self._wake_forwarders()
         deadline = time.monotonic() + DELIVER_ON_STOP
+        slow_after = slow_after_limits(self)
         while True:
             try:
                 stats = await self.buffer.stats()
@@ -260,7 +263,6 @@ class Agent:
                 for name in self.destinations
                 if name in stats.destinations and stats.destinations[name].pending
             }
-            slow_after = {d.name: d.slow_after for d in self.config.destinations}
             waited_for = [
                 name
                 for name in pending
@@ -324,13 +326,11 @@ class Agent:
 
 
 def _answering(health: DestinationHealth, slow_after: float | None) -> bool:
-    """Worth waiting for at stop: connected or not tried yet (starting), and not stuck in
-    a request older than its ``slow_after`` (a silent network: it would hold the stop
-    for the whole budget and deliver nothing)."""
-    if health.state not in (DestinationState.CONNECTED, DestinationState.STARTING):
-        return False
-    in_flight = health.in_flight_s()
-    return in_flight is None or slow_after is None or in_flight < slow_after
+    """Worth waiting for at stop: what health shows as connected or starting. Not a
+    destination stuck in a request past its ``slow_after`` (health shows it degraded): on
+    a silent network it would hold the stop for the whole budget and deliver nothing."""
+    shown = destination_state(health, health.in_flight_s(), slow_after)
+    return shown in (DestinationState.CONNECTED, DestinationState.STARTING)
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
