@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import compileall
+import contextlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,32 @@ def log_tail(log: Path, lines: int = 20) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+@contextlib.asynccontextmanager
+async def server_process(script: str, *args: str) -> AsyncIterator[str]:
+    """Run ``script`` with ``args`` as a server in its own process until the block ends
+    (closing its stdin tells it to stop); yields its first line of output (what it
+    serves: an endpoint, a port, a URL)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        script,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        async with asyncio.timeout(120):
+            first = (await proc.stdout.readline()).decode().strip()
+        if not first:
+            raise RuntimeError(f"server {Path(script).name} {' '.join(args)} did not start")
+        yield first
+    finally:
+        proc.stdin.close()
+        try:
+            async with asyncio.timeout(15):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -47,6 +47,7 @@ from bench.common import (
     memory,
     parser,
     row,
+    server_process,
     start_agent,
     stop_agent,
 )
@@ -88,29 +89,10 @@ async def serve_opcua(count: int) -> None:
 
 @contextlib.asynccontextmanager
 async def opcua_server(count: int) -> AsyncIterator[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--serve-opcua",
-        str(count),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        async with asyncio.timeout(120):
-            endpoint = (await proc.stdout.readline()).decode().strip()
+    async with server_process(__file__, "--serve-opcua", str(count)) as endpoint:
         if not endpoint.startswith("opc.tcp://"):
             raise RuntimeError(f"the OPC UA server did not start (said {endpoint!r})")
         yield endpoint
-    finally:
-        proc.stdin.close()
-        try:
-            async with asyncio.timeout(15):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 def free_port() -> int:

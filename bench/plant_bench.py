@@ -96,6 +96,7 @@ from bench.common import (
     memory,
     parser,
     row,
+    server_process,
     stop_agent,
 )
 from floorgate_demo.simulator import signal_table
@@ -340,34 +341,6 @@ async def serve_receiver() -> None:
     async with server:
         print(f"http://127.0.0.1:{port}/events", flush=True)
         await asyncio.to_thread(sys.stdin.read)
-
-
-@contextlib.asynccontextmanager
-async def server_process(*args: str) -> AsyncIterator[str]:
-    """Run this script with ``args`` as a server until the block ends; yields its first
-    line of output (what it serves)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        async with asyncio.timeout(120):
-            first = (await proc.stdout.readline()).decode().strip()
-        if not first:
-            raise RuntimeError(f"server {args} did not start")
-        yield first
-    finally:
-        proc.stdin.close()
-        try:
-            async with asyncio.timeout(15):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 # -- the agent -----------------------------------------------------------------------
@@ -630,9 +603,9 @@ async def measure(
     found: dict[str, Any] = {}
     try:
         async with (
-            server_process("--serve-opcua", str(tags), "--hot", str(hot)) as endpoint,
-            server_process("--serve-modbus", str(devices)) as served,
-            server_process("--serve-receiver") as receiver,
+            server_process(__file__, "--serve-opcua", str(tags), "--hot", str(hot)) as endpoint,
+            server_process(__file__, "--serve-modbus", str(devices)) as served,
+            server_process(__file__, "--serve-receiver") as receiver,
         ):
             ports = json.loads(served)
             if fill is not None:
