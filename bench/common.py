@@ -337,6 +337,17 @@ def log_tail(log: Path, lines: int = 20) -> str:
         return ""
 
 
+# One backlog event (a production count) as the memory and plant benches store it: id and
+# sequence filled in with %.
+PAYLOAD = (
+    '{"specversion":"1.0","id":"%s","source":"/plant/area/line/press-07",'
+    '"type":"production.count","time":"2026-01-01T00:00:00Z","datacontenttype":'
+    '"application/json","sequence":"%020d","agentid":"bench","data":{"machine":"press-07",'
+    '"signal":"press-07.good","kind":"good","quantity":12,"window_start":'
+    '"2026-01-01T00:00:00Z","window_end":"2026-01-01T00:00:10Z"}}'
+)
+
+
 @contextlib.asynccontextmanager
 async def server_process(script: str, *args: str) -> AsyncIterator[str]:
     """Run ``script`` with ``args`` as a server in its own process until the block ends

@@ -40,6 +40,7 @@ import yaml
 from agent.pipeline.events import uuid7
 from bench.common import (
     MIB,
+    PAYLOAD,
     NotifySocket,
     Row,
     finish,
@@ -60,13 +61,6 @@ SCENARIO = "memory"
 TARGET_MIB = 100
 TAGS_PER_MACHINE = 100
 NAMESPACE_URI = "urn:floorgate:simulator"
-PAYLOAD = (
-    '{"specversion":"1.0","id":"%s","source":"/plant/area/line/press-07",'
-    '"type":"production.count","time":"2026-01-01T00:00:00Z","datacontenttype":'
-    '"application/json","sequence":"%020d","agentid":"bench","data":{"machine":"press-07",'
-    '"signal":"press-07.good","kind":"good","quantity":12,"window_start":'
-    '"2026-01-01T00:00:00Z","window_end":"2026-01-01T00:00:10Z"}}'
-)
 
 
 def tag_names(count: int) -> list[str]:

@@ -125,7 +125,9 @@ GB = 1e9  # the flash budget is in decimal GB (a drive's TBW is)
 TARGET_DAILY_GB = 2.0
 
 # Run in the agent's tree (cwd and PYTHONPATH), so the backlog is written by the buffer
-# code of the agent that will open it. argv: path, count, destination.
+# code of the agent that will open it: self-contained (its payload is bench.common's
+# PAYLOAD written out), since it imports nothing of this tree. argv: path, count,
+# destination.
 PREFILL = """\
 import asyncio, sys
 from pathlib import Path

@@ -6,18 +6,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from agent.config.loader import EX_CONFIG, ConfigError, LoadedConfig, load_config, load_expanded
+from agent.config.loader import EX_CONFIG, ConfigError, LoadedConfig, load_expanded
 from agent.config.models import FloorgateConfig
 
 DEFAULT_CONFIG = Path("/etc/floorgate/config.yaml")
 
 
 def load_or_exit(path: Path) -> FloorgateConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        raise SystemExit(EX_CONFIG) from None
+    return load_expanded_or_exit(path).config
 
 
 def load_expanded_or_exit(path: Path) -> LoadedConfig:
