@@ -42,6 +42,8 @@ HISTORY_WINDOW = 4 * EVICT_CHUNK  # oldest events examined for delivered history
 ROOM_FRACTION = 0.02  # make at least this share of max_size free at a time (no thrashing)
 EPISODE_ENDS_BELOW = 0.9  # the episode ends when the live data is below 90 % of max_size
 ROW_OVERHEAD = 120  # bytes per event beyond its payload (row, index entries)
+# (The payload as appended: stored compressed (buffer.payloads), it takes less, so room
+# made by this estimate errs on the side of enough.)
 DELIVERY_BYTES = 40  # bytes per delivery row
 
 

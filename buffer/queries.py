@@ -16,8 +16,16 @@ from pathlib import Path
 
 import orjson
 
-from buffer import schema
-from buffer.rows import BufferStats, DeadLetter, Delivery, DestinationStats, EventRow, StoredEvent
+from buffer import payloads, schema
+from buffer.rows import (
+    BufferStats,
+    ClaimedEvent,
+    DeadLetter,
+    Delivery,
+    DestinationStats,
+    EventRow,
+    StoredEvent,
+)
 
 CLAIM = """
     SELECT d.seq, e.id, e.type, e.key, e.payload, d.attempts
@@ -230,11 +238,12 @@ def _events_document(rows: Sequence[EventRow]) -> tuple[bytes, bytes]:
     length], and every payload end to end."""
     items = []
     offset = 0
-    for r in rows:
-        size = len(r.payload)
+    stored = [payloads.pack(r.payload) for r in rows]
+    for r, payload in zip(rows, stored, strict=True):
+        size = len(payload)
         items.append((r.id, r.type, r.key, r.time, offset, size))
         offset += size
-    return orjson.dumps(items), b"".join(r.payload for r in rows)
+    return orjson.dumps(items), b"".join(stored)
 
 
 def move(
@@ -493,6 +502,14 @@ def dead_letters(destination: str | None, limit: int, conn: sqlite3.Connection) 
     return [DeadLetter(*row) for row in rows]
 
 
+def claim(sql: str, params: tuple[object, ...], conn: sqlite3.Connection) -> list[ClaimedEvent]:
+    """Pending events by CLAIM (the buffer picks the variant), payloads as appended."""
+    return [
+        ClaimedEvent(seq, event_id, event_type, key, payloads.unpack(payload), attempts)
+        for seq, event_id, event_type, key, payload, attempts in conn.execute(sql, params)
+    ]
+
+
 def show(ident: str, conn: sqlite3.Connection) -> StoredEvent | None:
     """The event with this id (or, failing that, this seq number) and its deliveries."""
     columns = "SELECT seq, id, type, key, time, created, payload FROM events"
@@ -512,7 +529,9 @@ def show(ident: str, conn: sqlite3.Connection) -> StoredEvent | None:
             )
         )
     seq, event_id, event_type, key, event_time, created, payload = found
-    return StoredEvent(seq, event_id, event_type, key, event_time, created, payload, deliveries)
+    return StoredEvent(
+        seq, event_id, event_type, key, event_time, created, payloads.unpack(payload), deliveries
+    )
 
 
 def retrying(destination: str, conn: sqlite3.Connection, window: int = 10_000) -> int:

@@ -31,6 +31,9 @@ order: when the buffer is full the oldest samples are found without reading the 
 Version 2 also gives ``counters`` rows under the destination ``''`` for what the bounds
 took away: ``dropped:<reason>:<type>`` (reason ``full``, ``refused`` or ``expired``) and
 ``evicted`` (delivered events removed early to make room).
+
+Version 3 changes no table: from it on ``events.payload`` may hold a compressed payload
+(``buffer.payloads``), which only a floorgate that knows version 3 reads right.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 1 -> 2
         "CREATE INDEX events_samples ON events (seq) WHERE type = 'sample'",
     ),
+    # 2 -> 3: no table changes. Payloads may now be stored compressed (buffer.payloads);
+    # the new version makes an older floorgate refuse the file (SchemaTooNew) instead of
+    # sending compressed bytes to its destinations as if they were the event.
+    (),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -464,8 +464,7 @@ class SqliteBuffer:
         else:
             sql = queries.CLAIM.format(exclude="")
             params = (destination, after_seq, limit)
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall(), "claim")
-        return [ClaimedEvent(*row) for row in rows]
+        return await self._read(partial(queries.claim, sql, params), "claim")
 
     async def ack(self, destination: str, seqs: Sequence[int]) -> None:
         """Mark delivered (pending or dead rows; delivered ones stay as they are). With

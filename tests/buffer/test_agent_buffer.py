@@ -4,6 +4,7 @@ the size bound (agent in this process, so the test can take the disk's room away
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import sqlite3
 import subprocess
@@ -144,7 +145,7 @@ async def test_metrics_count_what_the_size_bound_dropped(tmp_path: Path) -> None
         try:
             assert agent.buffer is not None
             # A backlog of samples for a destination that is not connected fills the file.
-            big = b"s" * 2000
+            big = random.Random(2000).randbytes(2000)  # incompressible: it must fill the file
             for n in range(100):
                 await agent.buffer.append(
                     [

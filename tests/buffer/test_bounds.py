@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import time
 from collections.abc import Callable
@@ -16,7 +17,9 @@ import pytest
 from buffer import BufferStoreError, EventRow, SqliteBuffer
 
 KiB = 1024
-PAYLOAD = b"x" * 1000
+# Random bytes: the buffer compresses payloads (buffer/payloads.py), and these tests fill a
+# bounded file, so each row must really take its thousand bytes.
+PAYLOAD = random.Random(1000).randbytes(1000)
 
 
 class Ids:

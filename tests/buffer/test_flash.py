@@ -6,6 +6,7 @@ kernel's write count comes from a stand-in /proc/self/io where a figure is asser
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -27,9 +28,19 @@ from tests.buffer.test_bounds import check_counters
 from tests.helpers import line_config, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
-PAYLOAD = b'{"specversion":"1.0","type":"sample","data":{"signal":"tag.00001","value":%d}}' + (
-    b" " * 250
-)  # about the size of a real sample event (330 bytes)
+# A real sample event (330 bytes); its id varies like a real one (buffer/payloads.py
+# compresses what every envelope repeats, not the id, the time and the value).
+PAYLOAD = (
+    b'{"specversion":"1.0","id":"%s","source":"/plant/area/line/tags003","type":"sample",'
+    b'"time":"2026-12-02T07:03:%02d.%06dZ","datacontenttype":"application/json",'
+    b'"sequence":"%020d","agentid":"test-plant","data":{"machine":"tags003",'
+    b'"signal":"tag.%05d","value":%d.5,"quality":"good"}}'
+)
+
+
+def payload(n: int) -> bytes:
+    event_id = hashlib.sha256(b"%d" % n).hexdigest()[:32].encode()
+    return PAYLOAD % (event_id, n % 60, n * 7919 % 1_000_000, n, n % 1000, n * 31 % 997)
 
 
 class Events:
@@ -46,7 +57,7 @@ class Events:
                     event_type,
                     "m1",
                     "2026-01-01T00:00:00+00:00",
-                    PAYLOAD % self.n,
+                    payload(self.n),
                     to,
                 )
             )

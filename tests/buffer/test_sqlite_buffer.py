@@ -309,7 +309,7 @@ def unstorable_rows() -> list[EventRow]:
         EventRow("bad-key", "sample", "m1\udc80", "2025-01-01T00:00:00+00:00", b"{}", ("a",)),
         # The same in a destination's name: the batch's routes cannot be written.
         EventRow("bad-route", "sample", "m1", "t", b"{}", ("a", "b\udc80")),
-        # A payload that is not bytes cannot be cut out of the batch's blob.
+        # A payload that is not bytes cannot be compressed (buffer/payloads.py).
         EventRow("bad-payload", "sample", "m1", "t", "{}", ("a",)),  # type: ignore[arg-type]
     ]
 
@@ -325,7 +325,7 @@ async def test_rows_that_cannot_be_stored_are_rejected_counted_and_the_rest_comm
     assert [r.row for r in rejected] == bad
     assert "surrogates not allowed" in rejected[0].reason
     assert "surrogates not allowed" in rejected[1].reason
-    assert "expected a bytes-like object, str found" in rejected[2].reason
+    assert "a bytes-like object is required, not 'str'" in rejected[2].reason
     assert all(r.state_key is None for r in rejected)
     # The others and the rule state went in, in one commit, in their order.
     assert [int(e.id) for e in await buffer.claim("a", 10)] == [0, 1, 2, 3]
