@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from agent.common.secrets import SecretError, read_secret
+from agent.common.secrets import Secret, SecretError, read_secret
 
 EXIT_FOR_STATUS = {"ok": 0, "degraded": 1, "failing": 2}
 EXIT_UNREACHABLE = 3
@@ -94,11 +94,22 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _credential_hint(token: Secret) -> str:
+    """A systemd credential is the service's alone: say how to give the token here."""
+    if token.credential is None:
+        return ""
+    return (
+        f"\n  the credential {token.credential!r} is readable by the service only; give its "
+        "file with --token-file (the path after the colon in the unit's "
+        f"LoadCredential={token.credential}:..., readable by root)"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.cli.loading import load_or_exit
 
     url = args.url
-    headers = {}
+    token: Secret | None = None if args.token_file is None else Secret(file=args.token_file)
     if url is None:
         config = load_or_exit(args.config)
         if not config.health.enabled:
@@ -106,12 +117,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             return EXIT_UNREACHABLE
         host = "127.0.0.1" if config.health.host in ("0.0.0.0", "::") else config.health.host
         url = f"http://{host}:{config.health.port}"
-        if config.health.token is not None:
-            try:
-                headers["Authorization"] = f"Bearer {read_secret(config.health.token)}"
-            except SecretError as exc:
-                print(f"cannot read health.token: {exc}", file=sys.stderr)
-                return EXIT_UNREACHABLE
+        token = token or config.health.token
+    headers = {}
+    if token is not None:
+        try:
+            headers["Authorization"] = f"Bearer {read_secret(token)}"
+        except SecretError as exc:
+            print(f"cannot read health.token: {exc}{_credential_hint(token)}", file=sys.stderr)
+            return EXIT_UNREACHABLE
     try:
         response = httpx.get(f"{url.rstrip('/')}/readyz", headers=headers, timeout=5)
         report = response.json()
@@ -134,4 +147,11 @@ def register(sub: Any, default_config: Path) -> None:
     status.add_argument("--config", type=Path, default=default_config)
     status.add_argument("--url", default=None, help="health server URL (instead of --config)")
     status.add_argument("--json", action="store_true", help="print the /readyz JSON")
+    status.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file holding the health token (instead of health.token from the config: "
+        "a systemd credential is readable by the service only)",
+    )
     status.set_defaults(func=cmd_status)

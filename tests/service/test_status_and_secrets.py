@@ -109,6 +109,23 @@ async def test_status_table_token_and_no_secret_in_the_logs(tmp_path: Path) -> N
             unauthorised = await _status("--url", url)
             assert unauthorised.returncode == 3
             assert "bearer token is required" in unauthorised.stderr
+            given = await _status("--url", url, "--token-file", str(tmp_path / "health-token"))
+            assert given.returncode == 2 and "status FAILING" in given.stdout, given.stderr
+
+            # The unit's way: the token is a systemd credential, which only the service
+            # can read. The command says how to give it, and --token-file does.
+            data["health"]["token"] = {"credential": "health-token"}
+            as_unit = write_config(tmp_path / "unit-config.yaml", data)
+            refused = await _status("--config", str(as_unit))
+            assert refused.returncode == 3
+            assert "readable by the service only; give its file with --token-file" in (
+                refused.stderr
+            )
+            assert "LoadCredential=health-token:" in refused.stderr
+            with_file = await _status(
+                "--config", str(as_unit), "--token-file", str(tmp_path / "health-token")
+            )
+            assert with_file.returncode == 2 and "status FAILING" in with_file.stdout
 
             assert await stop_process(agent) == 0
         finally:
