@@ -18,6 +18,7 @@ import asyncio
 import compileall
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
@@ -27,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +376,89 @@ async def server_process(script: str, *args: str) -> AsyncIterator[str]:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def http_receiver(
+    on_body: Callable[[bytes], None] | None = None,
+) -> tuple[asyncio.Server, str]:
+    """An HTTP destination that takes everything, on 127.0.0.1: reads every request and
+    answers 200 (keep-alive), handing each request's body to ``on_body`` first when given.
+    Returns the server (serve with ``async with``) and the URL to POST events to."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # keep-alive: one request after another on the connection
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                    elif name.strip().lower() == b"transfer-encoding":
+                        raise RuntimeError("chunked requests are not expected here")
+                body = await reader.readexactly(length)
+                if on_body is not None:
+                    on_body(body)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: 2\r\n\r\n{}"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the agent closed the connection
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/events"
+
+
+async def opcua_server(
+    namespace_uri: str, folders: Sequence[tuple[str, Sequence[str]]]
+) -> tuple[Any, str, list[Any]]:
+    """A bare asyncua server on a free port of 127.0.0.1 (no security) with one folder of
+    Double variables (value 0.0) per ``(folder, names)``, node ids
+    ``ns=<namespace_uri>;s=<folder>`` and ``...;s=<name>``. Returns (server, endpoint, the
+    variables' node ids in the order given); serve it with ``async with server``.
+
+    A bare server rather than floorgate_demo's OpcUaSimulator, for two costs of the server
+    that are no part of the agent's and that a small machine cannot carry beside it: the
+    simulator puts every extra variable in one folder, and asyncua checks a new node
+    against all of its siblings (40 s of CPU to add 5,000); and asyncua deep-copies every
+    written value for each monitored item (0.8 s of CPU per round of 5,000 writes, so under
+    load the server fell behind and the agent saw half the changes). Here each monitored
+    item keeps the DataValue written as it is: write a new DataValue every time, and never
+    change one afterwards."""
+    from asyncua import Server, ua
+    from asyncua.server.monitored_item_service import MonitoredItemValues
+
+    def keep_value(self: MonitoredItemValues, value: ua.DataValue) -> None:
+        self.old_dvalue, self.current_dvalue = self.current_dvalue, value
+
+    MonitoredItemValues.set_current_datavalue = keep_value
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    server = Server()
+    await server.init()
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plant/"
+    server.set_endpoint(endpoint)
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    ns = await server.register_namespace(namespace_uri)
+    nodes = []
+    for folder_name, names in folders:
+        folder = await server.nodes.objects.add_folder(
+            ua.NodeId(folder_name, ns), ua.QualifiedName(folder_name, ns)
+        )
+        for name in names:
+            variable = await folder.add_variable(
+                ua.NodeId(name, ns), ua.QualifiedName(name, ns), 0.0, ua.VariantType.Double
+            )
+            nodes.append(variable.nodeid)
+    return server, endpoint, nodes

@@ -66,7 +66,6 @@ import json
 import logging
 import math
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -91,9 +90,12 @@ from bench.common import (
     disk_written,
     ensure_bytecode,
     finish,
+    free_port,
+    http_receiver,
     io_counters,
     log_tail,
     memory,
+    opcua_server,
     parser,
     row,
     server_process,
@@ -206,12 +208,6 @@ def tag_names(count: int) -> list[str]:
     return [f"tag.{index:05d}" for index in range(count)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def system_seconds(pid: int) -> float:
     """The part of bench.common.cpu_seconds spent in the kernel (stime): page faults,
     mmap/munmap and madvise show up here."""
@@ -228,43 +224,15 @@ def loadavg() -> float:
 
 async def serve_opcua(count: int, hot: int) -> None:
     """Server process: ``count`` Double variables ``ns=<NAMESPACE_URI>;s=tag.NNNNN`` in
-    folders of TAGS_PER_MACHINE, each written once a second (the first ``hot`` moving by
-    1.0, the others swinging by COLD_SWING), until stdin ends; prints the endpoint.
-
-    A bare asyncua server rather than floorgate_demo's OpcUaSimulator, for two costs of
-    the server that are no part of the agent's and that this machine could not carry
-    beside it: the simulator puts every extra variable in one folder, and asyncua checks
-    a new node against all of its siblings (40 s of CPU to add 5,000); and asyncua
-    deep-copies every written value for each monitored item (0.8 s of CPU per round of
-    5,000, so under load the server fell behind and the agent saw half the changes).
-    Every value written here is a new DataValue that nothing changes afterwards, so the
-    monitored items keep it as it is."""
-    from asyncua import Server, ua
-    from asyncua.server.monitored_item_service import MonitoredItemValues
-
-    def keep_value(self: MonitoredItemValues, value: ua.DataValue) -> None:
-        self.old_dvalue, self.current_dvalue = self.current_dvalue, value
-
-    MonitoredItemValues.set_current_datavalue = keep_value
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
-    server = Server()
-    await server.init()
-    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plant/"
-    server.set_endpoint(endpoint)
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    ns = await server.register_namespace(NAMESPACE_URI)
+    folders of TAGS_PER_MACHINE (bench.common.opcua_server, which says why not the demo
+    simulator), each written once a second (the first ``hot`` moving by 1.0, the others
+    swinging by COLD_SWING), until stdin ends; prints the endpoint."""
     names = tag_names(count)
-    nodes = []
-    for start in range(0, count, TAGS_PER_MACHINE):
-        folder_name = f"machine.{start // TAGS_PER_MACHINE:03d}"
-        folder = await server.nodes.objects.add_folder(
-            ua.NodeId(folder_name, ns), ua.QualifiedName(folder_name, ns)
-        )
-        for name in names[start : start + TAGS_PER_MACHINE]:
-            variable = await folder.add_variable(
-                ua.NodeId(name, ns), ua.QualifiedName(name, ns), 0.0, ua.VariantType.Double
-            )
-            nodes.append(variable.nodeid)
+    folders = [
+        (f"machine.{start // TAGS_PER_MACHINE:03d}", names[start : start + TAGS_PER_MACHINE])
+        for start in range(0, count, TAGS_PER_MACHINE)
+    ]
+    server, endpoint, nodes = await opcua_server(NAMESPACE_URI, folders)
     async with server:
         print(endpoint, flush=True)
         writer = asyncio.create_task(_write_rounds(server, nodes, hot))
@@ -315,33 +283,9 @@ async def serve_modbus(devices: int) -> None:
 async def serve_receiver() -> None:
     """Server process: an HTTP receiver that reads every request and answers 200 (the
     flash phase's destination, which takes everything); prints its URL."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:  # keep-alive: one request after another on the connection
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                    elif name.strip().lower() == b"transfer-encoding":
-                        raise RuntimeError("chunked requests are not expected here")
-                await reader.readexactly(length)
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: 2\r\n\r\n{}"
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the agent closed the connection
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, url = await http_receiver()
     async with server:
-        print(f"http://127.0.0.1:{port}/events", flush=True)
+        print(url, flush=True)
         await asyncio.to_thread(sys.stdin.read)
 
 
