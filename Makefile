@@ -55,9 +55,9 @@ test: $(STAMP)
 	.ci/odoo-servers prepare
 	$(BIN)/pytest
 
-# A developer's loop (under 2 minutes): no root, no network, no system services; real
+# A developer's loop (under 2 minutes): no root, no network, no system services, no browser; real
 # pymodbus/asyncua servers and SQLite files on loopback still. CI runs `make test`.
-FAST := not odoo and not mosquitto and not root and not slow
+FAST := not odoo and not mosquitto and not root and not slow and not browser
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "$(FAST)" -q
 

@@ -316,12 +316,14 @@ def install_file(origin: Path, dest: Path, mode: int = 0o644) -> None:
 
 def doc_pages(docs: Path = DOCS) -> list[Path]:
     """The documentation pages: docs/**/*.md, without the templates docs/generate.py fills
-    in (generate.py itself is no page either)."""
-    return [
+    in (generate.py itself is no page either), and the screenshots they show
+    (docs/img/*.png)."""
+    pages = [
         page
         for page in sorted(docs.rglob("*.md"))
         if "templates" not in page.relative_to(docs).parts
     ]
+    return pages + sorted((docs / "img").glob("*.png"))
 
 
 def lay_out_system_files(stage: Path, unit: Path) -> None:

@@ -3,8 +3,9 @@ when the real Odoo servers could not run.
 
 Lanes (markers registered in pyproject.toml):
 - ``make test`` runs everything (what CI runs);
-- ``make test-fast`` leaves out ``odoo``, ``mosquitto``, ``root`` and ``slow``: a
-  developer's loop that needs neither root nor network (loopback servers only).
+- ``make test-fast`` leaves out ``odoo``, ``mosquitto``, ``root``, ``slow`` and
+  ``browser`` (Debian's Chromium): a developer's loop that needs neither root nor
+  network (loopback servers only).
 """
 
 from __future__ import annotations

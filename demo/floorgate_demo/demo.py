@@ -57,12 +57,23 @@ def _machines_view(receiver: EventReceiver, config: FloorgateConfig) -> list[str
     return lines
 
 
+def page_url(agent: Agent, config: FloorgateConfig) -> str | None:
+    """The status page's address (None with the health server off)."""
+    if agent.health_port is None:
+        return None
+    host = config.health.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{agent.health_port}/"
+
+
 def _render(agent: Agent, receiver: EventReceiver, config: FloorgateConfig) -> str:
     report = health_report(agent)
     buffer = report["buffer"]
+    page = page_url(agent, config)
     lines = [
+        f"status page:  {page}  (signals: {page}signals)" if page else "status page:  off",
         f"floorgate demo  {datetime.now():%H:%M:%S}  status {report['status'].upper()}"
-        f"  health http://{config.health.host}:{agent.health_port}/readyz",
+        + (f"  health {page}readyz" if page else ""),
         "",
         "received by the middleware (from the events the agent delivered):",
         *_machines_view(receiver, config),
@@ -138,6 +149,9 @@ async def run_demo(config_path: Path, *, state_dir: Path, seed: int = 1) -> None
         await agent.start()
         stack.push_async_callback(agent.stop)
         also = f" and OPC UA {opcua}" if opcua else ""
+        page = page_url(agent, config)
+        if page:
+            print(f"status page: {page} (open it in a browser)", flush=True)
         print(
             f"simulated line on Modbus TCP{also}, middleware receiver at {receiver.url}",
             flush=True,

@@ -45,13 +45,16 @@ from agent.common.units import seconds_text
 from drivers.base import (
     ConnectionState,
     DriverError,
+    LastReads,
     Quality,
     Sample,
     SampleSink,
+    SignalRead,
     SourceHealth,
 )
 from drivers.opcua.config import Mode, OpcUaConfig
 from drivers.opcua.session import Session
+from drivers.opcua.values import raw_text
 
 log = logging.getLogger("floorgate.drivers.opcua")
 
@@ -65,6 +68,7 @@ class OpcUaDriver:
         self.health = SourceHealth(config.name)
         self.health.stale_after = _stale_after(config)
         self.state_dir = state_dir or default_state_dir()
+        self.reads = LastReads()  # kept across sessions; raw: each signal's Variant
         # Monotonic time the source went down (a failed first connect included); None
         # while a session is open. A session opening after it is a reconnection.
         self._down_since: float | None = None
@@ -72,11 +76,28 @@ class OpcUaDriver:
     def signal_names(self) -> Sequence[str]:
         return [signal.name for signal in self.config.signals]
 
+    def signal_reads(self) -> list[SignalRead]:
+        """Each signal's node id, the Variant the server sent, and the decoded value."""
+        reads = self.reads
+        return [
+            SignalRead(
+                signal=signal.name,
+                address=signal.node_id,
+                data_type=None if signal.data_type is None else signal.data_type.value,
+                swap=None,
+                unit=signal.unit_of_measurement,
+                raw=raw_text(reads.raw.get(signal.name)),
+                sample=reads.samples.get(signal.name),
+                changed=reads.changed.get(signal.name),
+            )
+            for signal in self.config.signals
+        ]
+
     async def run(self, sink: SampleSink) -> None:
         """Read until cancelled, reconnecting with backoff; never raises on I/O errors."""
         backoff = Backoff(min(1.0, self.config.backoff_max), self.config.backoff_max)
         while True:
-            session = Session(self.config, self.health, self.state_dir, sink)
+            session = Session(self.config, self.health, self.state_dir, sink, self.reads)
             try:
                 await session.open()
                 self._on_connected()
@@ -140,7 +161,10 @@ class OpcUaDriver:
         )
         now = datetime.now(UTC)
         self.health.bad_signals = {name: error for name in self.signal_names()}
-        await sink([Sample(name, None, Quality.BAD, now, error) for name in self.signal_names()])
+        samples = [Sample(name, None, Quality.BAD, now, error) for name in self.signal_names()]
+        self.reads.raw.clear()
+        self.reads.put(samples, time.time())
+        await sink(samples)
 
 
 def _stale_after(config: OpcUaConfig) -> float | None:

@@ -48,6 +48,7 @@ from agent.common.units import seconds_text
 from drivers.base import (
     ConnectionState,
     DriverError,
+    LastReads,
     NotConnected,
     Quality,
     Sample,
@@ -84,10 +85,17 @@ class Session:
     """Connect, resolve nodes, then subscribe or poll until the connection is lost."""
 
     def __init__(
-        self, config: OpcUaConfig, health: SourceHealth, state_dir: Path, sink: SampleSink
+        self,
+        config: OpcUaConfig,
+        health: SourceHealth,
+        state_dir: Path,
+        sink: SampleSink,
+        reads: LastReads | None = None,
     ) -> None:
         self.config = config
         self.health = health
+        # The driver's table of last reads (it outlives the session); raw: the Variant.
+        self.reads = reads if reads is not None else LastReads()
         self.state_dir = state_dir
         self.sink = sink
         self.client: Client | None = None
@@ -387,7 +395,9 @@ class Session:
         """Deliver samples until the connection is lost (raises NotConnected)."""
         if self._bad:
             now = datetime.now(UTC)
-            await self.sink([Sample(n, None, Quality.BAD, now, e) for n, e in self._bad.items()])
+            bad = [Sample(n, None, Quality.BAD, now, e) for n, e in self._bad.items()]
+            self.reads.put(bad, time.time())
+            await self.sink(bad)
         if self.config.mode is Mode.SUBSCRIBE:
             await self._serve_subscription()
         else:
@@ -438,6 +448,8 @@ class Session:
         if signal is None:
             return None
         sample, origin = to_sample(signal.name, notification.Value, signal.data_type)
+        # The Variant (not the whole DataValue: less kept per signal), rendered when asked.
+        self.reads.raw[signal.name] = notification.Value.Value
         origins = self.health.time_origins
         origins[origin.value] = origins.get(origin.value, 0) + 1
         return sample
@@ -534,8 +546,10 @@ class Session:
         self.proven = True
         origins = self.health.time_origins
         samples = []
+        raw = self.reads.raw
         for (signal, _), value in zip(nodes, values, strict=True):
             sample, origin = to_sample(signal.name, value, signal.data_type)
+            raw[signal.name] = value.Value
             origins[origin.value] = origins.get(origin.value, 0) + 1
             samples.append(sample)
         if samples:
@@ -585,8 +599,10 @@ class Session:
             else:
                 fresh = True
                 self._bad.pop(sample.signal, None)
+        now = time.time()
         if fresh:
-            health.last_data_time = time.time()
+            health.last_data_time = now
+        self.reads.put(samples, now)
         health.bad_signals = dict(self._bad)
         self._update_state()
         await self.sink(samples)

@@ -91,6 +91,16 @@ def _utc(when: datetime) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def raw_text(variant: object) -> str | None:
+    """A Variant as the signal view shows it: "Float 73.4"; None for anything else."""
+    if not isinstance(variant, ua.Variant):
+        return None
+    text = repr(variant.Value)
+    if len(text) > 80:  # an array or a structure: its start is enough to recognise it
+        text = text[:77] + "..."
+    return f"{variant.VariantType.name} {text}"
+
+
 class UnsupportedValue(DriverError):
     """A value of a kind rules cannot use (array, structure, ...)."""
 

@@ -95,6 +95,10 @@ def test_system_files_are_in_place(data: tarfile.TarFile) -> None:
     assert read(data, f"{PREFIX}/bin/floorgate").startswith(b"#!/opt/floorgate/bin/python\n")
     # `floorgate demo` looks for the example under sys.prefix/share/floorgate.
     assert f"{PREFIX}/share/floorgate/config.example.yaml" in members
+    # The status page's files, which the health server reads from the package.
+    page = f"{SITE}/agent/monitoring/page"
+    for name in ("index.html", "signals.html", "app.js", "style.css"):
+        assert read(data, f"{page}/{name}") == (REPO / "agent/monitoring/page" / name).read_bytes()
     # The runtime only: no demo kit.
     assert [name for name in members if "floorgate_demo" in name] == []
     for doc in ("copyright", "changelog.gz", "python-packages.txt"):
@@ -122,12 +126,13 @@ def test_documentation_is_shipped_beside_the_readme(data: tarfile.TarFile) -> No
     for page in ("install.md", "buffer.md", "configuration.md", "sources/modbus.md"):
         assert read(data, f"{DOC}/docs/{page}") == (REPO / "docs" / page).read_bytes()
     shipped = [n for n, m in members.items() if n.startswith(f"{DOC}/docs/") and m.isfile()]
-    # The pages only: not docs/generate.py, not the templates it fills in.
-    assert shipped and all(name.endswith(".md") for name in shipped), shipped
+    # The pages and their screenshots only: not docs/generate.py, not its templates.
+    assert shipped and all(name.endswith((".md", ".png")) for name in shipped), shipped
+    assert f"{DOC}/docs/img/status-page.png" in shipped  # the README shows it
     assert not [name for name in shipped if "/templates/" in name]
     # Links into README.md, config.example.yaml and docs/ resolve in the package (links
     # into the source tree, such as agent/registry.py, are for readers of the repository).
-    pages = [f"{DOC}/README.md", *shipped]
+    pages = [f"{DOC}/README.md", *(name for name in shipped if name.endswith(".md"))]
     checked, broken = 0, []
     for page in pages:
         for target in _doc_links(page, read(data, page).decode()):
