@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 Value = bool | int | float | str | None
 
@@ -29,12 +29,14 @@ class Quality(enum.StrEnum):
     BAD = "bad"
 
 
-@dataclass(slots=True, frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """One reading of one signal.
 
     ``source_time`` is timezone-aware UTC: the OPC UA SourceTimestamp, or the poll
     time for Modbus. A bad-quality sample carries ``value=None`` and an ``error``.
+
+    A NamedTuple rather than a frozen dataclass: drivers make one per value per poll
+    (30,000 a second on a big plant) and a tuple is built about three times faster.
     """
 
     signal: str
@@ -104,6 +106,46 @@ class SourceHealth:
         return True
 
 
+class LastReads:
+    """The latest reading of each signal of one source, its raw form and when it last
+    changed: what the health server's signal view shows. Kept by the driver.
+
+    Cheap on the hot path: ``put`` does a lookup, a compare and a store per sample, and
+    ``raw`` holds objects the driver made anyway (a signal's register words, the OPC UA
+    Variant); nothing is rendered until someone asks."""
+
+    __slots__ = ("changed", "raw", "samples")
+
+    def __init__(self) -> None:
+        self.samples: dict[str, Sample] = {}
+        self.raw: dict[str, object] = {}  # signal -> the driver's raw value (None: none)
+        self.changed: dict[str, float] = {}  # signal -> wall clock of its last change
+
+    def put(self, samples: Sequence[Sample], now: float) -> None:
+        """Take one batch; a change of value or quality stamps ``changed`` with ``now``."""
+        last, changed = self.samples, self.changed
+        for sample in samples:
+            name = sample.signal
+            old = last.get(name)
+            if old is None or old.value != sample.value or old.quality is not sample.quality:
+                changed[name] = now
+            last[name] = sample
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRead:
+    """One signal as the signal view shows it: built when asked, never per sample."""
+
+    signal: str
+    address: str  # where it is read: "unit 1 holding 40006-40007" or the node id
+    data_type: str | None  # None: the server says at run time (OPC UA without data_type)
+    swap: str | None  # Modbus word/byte order; None where it does not apply
+    unit: str | None  # unit_of_measurement
+    raw: str | None  # "0x4292 0xCCCD", "Float 73.4"; None before the first read
+    sample: Sample | None  # the latest reading, decoded
+    changed: float | None  # wall clock of the last change of value or quality
+
+
 class Driver(Protocol):
     """One connection's reader. ``run`` loops until cancelled, reconnecting itself."""
 
@@ -111,5 +153,9 @@ class Driver(Protocol):
     health: SourceHealth
 
     def signal_names(self) -> Sequence[str]: ...
+
+    def signal_reads(self) -> list[SignalRead]:
+        """Every signal with its address, raw and decoded value (the signal view)."""
+        ...
 
     async def run(self, sink: SampleSink) -> None: ...

@@ -50,6 +50,7 @@ class AlarmRule:
         self.key = f"{machine}/alarm/{config.name}"
         self.signals = frozenset({config.signal})
         self.dirty = False
+        self.ticks = False  # judged on samples only
         self._active: Limit | None = None  # None: not active
 
     @classmethod
@@ -81,7 +82,7 @@ class AlarmRule:
         return self._limits(value, sample.source_time)
 
     def on_tick(self, now: datetime) -> list[Draft]:
-        return []
+        return []  # never called: ticks is False
 
     def flush(self, now: datetime) -> list[Draft]:
         return []

@@ -38,6 +38,10 @@ class Rule(Protocol):
     dirty: bool
     """True when state that must survive a restart changed since the last snapshot()."""
 
+    ticks: bool
+    """False when on_tick can never make anything (a sample rule without interval): the
+    engine then leaves it out of its ticks (30,000 calls a second on a big plant)."""
+
     def on_samples(self, samples: Mapping[str, Sample], now: datetime) -> list[Draft]:
         """Readings of one poll (or one burst of notifications), by signal name."""
         ...

@@ -84,6 +84,7 @@ class CounterRule:
         self.key = f"{machine}/counter/{config.signal}"
         self.signals = frozenset({config.signal})
         self.dirty = False
+        self.ticks = True  # count windows close on time
         self.rollover = config.rollover if config.rollover is not None else default_rollover
         self.max_delta: int | None = config.max_delta
         if self.max_delta is None and self.rollover is not None:
@@ -97,6 +98,8 @@ class CounterRule:
         self._window_start: datetime | None = None
         self._pending = 0
         self._reset = False
+        self.counted = 0
+        """Parts reported since this rule was built (the agent's start or a reload)."""
 
     @classmethod
     def from_config(
@@ -226,6 +229,7 @@ class CounterRule:
         )
         self._reported = self._last
         self._window_start = end
+        self.counted += self._pending
         self._pending = 0
         self._reset = False
         self.dirty = True

@@ -53,6 +53,7 @@ class SampleRule:
         "key",
         "machine",
         "signals",
+        "ticks",
         "unit",
     )
 
@@ -64,6 +65,7 @@ class SampleRule:
         self.signals = (config.signal,)  # a 1-tuple: a third of a frozenset's size
         self._signal = config.signal
         self._interval = config.interval
+        self.ticks = config.interval is not None  # on_tick only re-emits after interval
         self._deadband = config.deadband
         self.dirty = False
         self._reading: tuple[Value, Quality] | None = None  # the last reading

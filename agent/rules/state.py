@@ -68,6 +68,7 @@ class StateRule:
             signals.add(config.reason_signal)
         self.signals = frozenset(signals)
         self.dirty = False
+        self.ticks = True  # a pending state is committed once it lasted min_duration
         self.unmapped_codes: set[int | float | str] = set()
         """State codes seen that ``map`` does not know (the engine logs each once)."""
         self._committed: _Interval | None = None
@@ -84,6 +85,12 @@ class StateRule:
         signal_units: Mapping[str, str | None],
     ) -> Self:
         return cls(machine.name, config)
+
+    @property
+    def current(self) -> tuple[MachineStateValue, str | None, datetime] | None:
+        """The committed state, its reason and since when; None before the first."""
+        committed = self._committed
+        return None if committed is None else (committed.state, committed.reason, committed.since)
 
     def on_samples(self, samples: Mapping[str, Sample], now: datetime) -> list[Draft]:
         times: list[datetime] = []

@@ -13,6 +13,7 @@ from drivers.codecs import (
     apply_scale,
     decode_registers,
     encode_registers,
+    make_decoder,
 )
 
 N, B, W, WB = Swap.NONE, Swap.BYTE, Swap.WORD, Swap.WORD_BYTE
@@ -243,3 +244,50 @@ def test_scaling_that_overflows_to_infinity_is_an_error() -> None:
 def test_a_string_too_long_for_its_registers_cannot_be_encoded() -> None:
     with pytest.raises(CodecError, match="does not fit"):
         encode_registers("ABCDE", DataType.STRING, length=2)
+
+
+# -- make_decoder: the per-signal decoder the driver plans once -------------------------
+
+
+def _general(registers: list[int], data_type: DataType, swap: Swap, scale: float, offset: float):
+    """What make_decoder must equal: decode_registers then apply_scale (value or error)."""
+    try:
+        raw = decode_registers(registers, data_type, swap)
+        return raw if isinstance(raw, bool | str) else apply_scale(raw, scale, offset)
+    except CodecError as exc:
+        return ("error", str(exc))
+
+
+def _planned(registers: list[int], data_type: DataType, swap: Swap, scale: float, offset: float):
+    try:
+        return make_decoder(data_type, swap, scale=scale, offset=offset)(registers)
+    except CodecError as exc:
+        return ("error", str(exc))
+
+
+@pytest.mark.parametrize(("data_type", "swap", "registers", "expected"), TABLE)
+@pytest.mark.parametrize(("scale", "offset"), [(1, 0), (0.1, -40.0)])
+def test_the_planned_decoder_gives_what_decode_and_scale_give(
+    data_type: DataType,
+    swap: Swap,
+    registers: list[int],
+    expected: object,
+    scale: float,
+    offset: float,
+) -> None:
+    planned = _planned(registers, data_type, swap, scale, offset)
+    general = _general(registers, data_type, swap, scale, offset)
+    assert planned == general and type(planned) is type(general)
+
+
+@pytest.mark.parametrize("data_type", [DataType.UINT16, DataType.INT16])
+@pytest.mark.parametrize("swap", list(Swap))
+def test_the_plain_16_bit_path_agrees_on_every_edge_and_every_error(
+    data_type: DataType, swap: Swap
+) -> None:
+    edges = [[0], [1], [0x7FFF], [0x8000], [0x8001], [0xFFFF], [0x1234], [0xFF00]]
+    unusable = [[0x1_0000], [-1], [], [1, 2]]
+    for registers in edges + unusable:
+        planned = _planned(registers, data_type, swap, 1, 0)
+        general = _general(registers, data_type, swap, 1, 0)
+        assert planned == general and type(planned) is type(general), registers

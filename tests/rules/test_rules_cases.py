@@ -103,7 +103,11 @@ class Harness:
                 if batch:  # the engine calls a rule only for its own signals
                     drafts += rule.on_samples(batch, now)
             if step.get("tick"):
-                drafts += rule.on_tick(now)
+                ticked = rule.on_tick(now)
+                # The engine leaves a rule that says it never ticks out of its ticks:
+                # hold it to that on every case.
+                assert rule.ticks or not ticked, f"{rule.key} made events on a tick"
+                drafts += ticked
             if step.get("flush"):
                 drafts += rule.flush(now)
             if rule.dirty:  # committed together with this step's drafts
