@@ -49,7 +49,7 @@ from agent.common import units  # noqa: E402
 from agent.common.model import NAME_PATTERN  # noqa: E402
 from agent.common.paths import default_state_dir  # noqa: E402
 from agent.common.secrets import Secret  # noqa: E402
-from agent.config.models import FloorgateConfig  # noqa: E402
+from agent.config.models import FloorgateConfig, ShiftStart, one_shift_a_day  # noqa: E402
 from agent.config.template_models import (  # noqa: E402
     RANGE_PATTERN,
     MachineInstance,
@@ -68,6 +68,7 @@ GENERATED = "docs/generate.py"
 # Defaults that depend on where the agent runs: printed as documented, never as found.
 DOCUMENTED_DEFAULTS: dict[Callable[..., Any], str] = {
     default_state_dir: "`$STATE_DIRECTORY` (set by systemd), else `/var/lib/floorgate`",
+    one_shift_a_day: '`["00:00"]` (one shift a day)',
 }
 # Patterns a plant engineer reads better as words.
 PATTERN_WORDS = {
@@ -83,6 +84,7 @@ PATTERN_WORDS = {
 TYPE_WORDS: dict[Any, str] = {
     RuleOverrides: "map of name → the keys to change, or `null`",
     dict[str, Any]: "the keys to change, or `null`",
+    ShiftStart: 'time of day, `"HH:MM"` in quotes',
 }
 SCALARS: dict[Any, str] = {
     str: "text",

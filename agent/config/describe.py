@@ -60,8 +60,10 @@ def _destination_line(destination: DestinationConfig) -> str:
 
 
 def describe_config(config: FloorgateConfig, templates: Sequence[TemplateUse] = ()) -> str:
+    shifts = ", ".join(start.strftime("%H:%M") for start in config.agent.shifts)
+    zone = config.agent.timezone or "this machine's time zone"
     lines = [
-        f"agent {config.agent.id} at site {config.agent.site}",
+        f"agent {config.agent.id} at site {config.agent.site}, shifts from {shifts} ({zone})",
         f"buffer {config.buffer_path} (synchronous {config.buffer.synchronous.value}, "
         f"at most {format_size(config.buffer.max_size)}, delivered events kept "
         f"{format_duration(config.buffer.retention)}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from agent.common.model import StrictModel
 from agent.common.paths import default_state_dir
@@ -37,6 +39,32 @@ class LogLevel(enum.StrEnum):
     ERROR = "error"
 
 
+def _time_of_day(value: object) -> object:
+    """A shift start: "06:00" -> time(6, 0), or a message that says what to write."""
+    if isinstance(value, datetime.time):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 06:00 as sexagesimal: 360.
+        raise ValueError(
+            f'{value} is a number: write the time of day in quotes, e.g. "06:00" '
+            "(YAML reads an unquoted 06:00 as a count of minutes)"
+        )
+    text = str(value)
+    try:
+        if len(text) != 5 or text[2] != ":":
+            raise ValueError
+        return datetime.time(int(text[:2]), int(text[3:]))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time of day HH:MM (00:00 to 23:59)") from None
+
+
+ShiftStart = Annotated[datetime.time, BeforeValidator(_time_of_day)]
+
+
+def one_shift_a_day() -> list[datetime.time]:
+    return [datetime.time(0, 0)]
+
+
 class AgentSection(StrictModel):
     id: str = Field(
         default="floorgate",
@@ -50,6 +78,39 @@ class AgentSection(StrictModel):
         "else /var/lib/floorgate.",
     )
     log_level: LogLevel = Field(default=LogLevel.INFO, description="debug | info | warning.")
+    shifts: list[ShiftStart] = Field(
+        default_factory=one_shift_a_day,
+        min_length=1,
+        description='When each shift starts, as times of day ("06:00", "14:00", "22:00"). The '
+        "status page shows each machine's good and scrap parts of the current shift. "
+        'Default: one shift a day from "00:00".',
+    )
+    timezone: str | None = Field(
+        default=None,
+        description="The plant's time zone for shifts, an IANA name (Europe/Berlin). "
+        "Default: the machine's own.",
+    )
+
+    @field_validator("shifts")
+    @classmethod
+    def _distinct_shifts(cls, starts: list[datetime.time]) -> list[datetime.time]:
+        if len(set(starts)) != len(starts):
+            raise ValueError("a shift start is given twice")
+        return sorted(starts)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin or "
+                "America/Chicago (the machine's list: timedatectl list-timezones)"
+            ) from None
+        return name
 
 
 # The source and destination types are the plugins' config models (agent.registry): the

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.common.secrets import secret_values
@@ -53,12 +53,13 @@ def history_figures(agent: Agent) -> tuple[int, int]:
     return pending, made
 
 
-def machines(agent: Agent) -> list[dict[str, Any]]:
-    """Each machine's committed state and since when, the parts reported since the rules
-    were built (the agent's start, or a reload that changed them) plus those counted and
-    not yet reported, and the alarms that are active."""
+def machines(agent: Agent, shift_start: datetime | None) -> list[dict[str, Any]]:
+    """Each machine's committed state and since when, its good and scrap parts of the
+    current shift (those reported in it, kept with the events across restarts, plus those
+    counted and not yet reported), and the alarms that are active."""
     engine = agent.engine
     rules = engine.rules if engine is not None else []
+    totals = engine.shift_totals if engine is not None else {}
     rows: dict[str, dict[str, Any]] = {
         m.name: {
             "name": m.name,
@@ -73,6 +74,9 @@ def machines(agent: Agent) -> list[dict[str, Any]]:
         }
         for m in agent.config.machines
     }
+    for name, total in totals.items():
+        if name in rows and total.start == shift_start:
+            rows[name].update(good=total.good, scrap=total.scrap)
     for rule in rules:
         row = rows.get(rule.machine)
         if row is None:
@@ -82,7 +86,7 @@ def machines(agent: Agent) -> list[dict[str, Any]]:
             row.update(state=state.value, reason=reason, since=_iso(since))
         elif isinstance(rule, CounterRule):
             kind = "good" if rule.config.kind is CountKind.GOOD else "scrap"
-            row[kind] = (row[kind] or 0) + rule.counted + rule.pending
+            row[kind] = (row[kind] or 0) + rule.pending
         elif isinstance(rule, AlarmRule) and rule.active:
             row["alarms"].append(rule.config.name)
     return list(rows.values())
@@ -170,6 +174,8 @@ async def status_document(agent: Agent, history: History) -> dict[str, Any]:
     """/api/status: what the status page shows (see the module docstring)."""
     report = health_report(agent)
     buffer = report["buffer"]
+    engine = agent.engine
+    shift_start = None if engine is None else engine.shifts.start_of(datetime.now(UTC))
     return {
         "agent": report["agent"],
         "site": report["site"],
@@ -177,8 +183,8 @@ async def status_document(agent: Agent, history: History) -> dict[str, Any]:
         "uptime_s": report["uptime_s"],
         "status": report["status"],
         "reasons": report["reasons"],
-        "counted_since": agent.started_at,
-        "machines": machines(agent),
+        "shift_start": _iso(shift_start),
+        "machines": machines(agent, shift_start),
         "sources": _sources(agent, report),
         "destinations": _destinations(report),
         "buffer": {

@@ -21,15 +21,18 @@ from datetime import UTC, datetime
 
 from agent.config.common import EventType
 from agent.config.models import FloorgateConfig
+from agent.config.rules import CountKind
 from agent.config.xref import signal_catalog
 from agent.pipeline.events import (
     EnvelopeEncoder,
     MachineStateData,
+    ProductionCountData,
     format_sequence,
     utcnow,
     uuid7_batch,
 )
 from agent.pipeline.routing import Router
+from agent.pipeline.shifts import ShiftCalendar
 from agent.rules import build_rules
 from agent.rules.base import Draft, Rule
 from buffer.rows import EventRow, Unstorable
@@ -40,6 +43,7 @@ log = logging.getLogger("floorgate.engine")
 
 SEQUENCE_KEY = "engine/sequence"
 STATE_EVENT_KEY = "engine/state-event"
+SHIFT_KEY = "engine/shift"  # + "/<machine>": the parts of its current shift (ShiftTotal)
 TICK_SECONDS = 1.0
 MAX_BATCHES_PER_COMMIT = 200
 # A round (take, rules, hand to the buffer) stops taking batches past this many samples:
@@ -50,6 +54,25 @@ MAX_SAMPLES_PER_ROUND = 2000
 # dropped when the round ends, so an id's timestamp is never older than its round.
 IDS_PER_DRAW = 64
 _TYPE_VALUES: dict[EventType, str] = {t: t.value for t in EventType}
+
+
+@dataclass
+class ShiftTotal:
+    """A machine's parts reported in one shift (by the end of their count window), kept
+    in the buffer with the count events themselves: after a restart the status page
+    still shows the whole shift, and always what the destinations were sent."""
+
+    start: datetime
+    good: int = 0
+    scrap: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"start": self.start.isoformat(), "good": self.good, "scrap": self.scrap})
+
+    @classmethod
+    def from_json(cls, text: str) -> ShiftTotal:
+        found = json.loads(text)
+        return cls(datetime.fromisoformat(found["start"]), int(found["good"]), int(found["scrap"]))
 
 
 @dataclass
@@ -88,6 +111,8 @@ class RuleEngine:
         self._clock = clock
         self._stopping = False
         self._links: dict[str, str] = {}
+        self.shifts = ShiftCalendar(config.agent.shifts, config.agent.timezone)
+        self.shift_totals: dict[str, ShiftTotal] = {}  # machine -> its current shift's parts
         self._last_time: tuple[datetime, str] | None = None
         self._unmapped_logged: dict[str, set[int | float | str]] = {}
         self._router = Router(config.destinations)
@@ -126,6 +151,12 @@ class RuleEngine:
         states = await self.buffer.load_state()
         self._sequence = int(states.get(SEQUENCE_KEY, "0"))
         self._links = {k: v for k, v in states.items() if k.startswith(STATE_EVENT_KEY + "/")}
+        for key, value in states.items():
+            if key.startswith(SHIFT_KEY + "/"):
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: anew
+                    self.shift_totals[key.removeprefix(SHIFT_KEY + "/")] = ShiftTotal.from_json(
+                        value
+                    )
         restored = 0
         for rule in self.rules:
             if rule.key in states:
@@ -277,6 +308,8 @@ class RuleEngine:
             self.health.dropped_invalid += 1
             log.error("invalid event dropped rule=%s type=%s error=%s", rule.key, event_type, exc)
             return None
+        if type(data) is ProductionCountData:
+            self._count_in_shift(machine, data)
         type_value = _TYPE_VALUES[event_type]
         counts = self.health.events_by_type
         counts[type_value] = counts.get(type_value, 0) + 1
@@ -288,6 +321,22 @@ class RuleEngine:
             payload,
             self._router.route(event_type, machine),
         )
+
+    def _count_in_shift(self, machine: str, data: ProductionCountData) -> None:
+        """Add a count event's parts to its machine's shift total, in the commit that
+        stores the event. A new shift starts the total anew; parts of a window that
+        ended in a shift before the current total's are left out of it."""
+        start = self.shifts.start_of(data.window_end)
+        total = self.shift_totals.get(machine)
+        if total is None or start > total.start:
+            total = self.shift_totals[machine] = ShiftTotal(start)
+        elif start < total.start:
+            return
+        if data.kind is CountKind.GOOD:
+            total.good += data.quantity
+        else:
+            total.scrap += data.quantity
+        self._state[f"{SHIFT_KEY}/{machine}"] = total.to_json()
 
     def _iso_time(self, when: datetime) -> str:
         """The events of one poll share one timestamp: format it once (ingest hot path)."""

@@ -98,8 +98,6 @@ class CounterRule:
         self._window_start: datetime | None = None
         self._pending = 0
         self._reset = False
-        self.counted = 0
-        """Parts reported since this rule was built (the agent's start or a reload)."""
 
     @classmethod
     def from_config(
@@ -229,7 +227,6 @@ class CounterRule:
         )
         self._reported = self._last
         self._window_start = end
-        self.counted += self._pending
         self._pending = 0
         self._reset = False
         self.dirty = True

@@ -392,3 +392,40 @@ def test_a_value_larger_than_one_read_request_is_refused(tmp_path: Path) -> None
     assert problem.path == "sources[1]"
     assert "'packer1.x' takes 40 registers" in problem.message
     assert "max_registers_per_request: 32" in problem.message
+
+
+# --- shifts and the time zone ------------------------------------------------------------
+
+
+def test_shifts_and_time_zone_are_read_sorted(tmp_path: Path) -> None:
+    text = CONFIG.replace(
+        "  id: gw-test\n",
+        '  id: gw-test\n  shifts: ["22:00", "06:00", "14:00"]\n  timezone: Europe/Berlin\n',
+    )
+    agent = load(tmp_path, text).agent
+    assert [t.strftime("%H:%M") for t in agent.shifts] == ["06:00", "14:00", "22:00"]
+    assert agent.timezone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        # YAML 1.1 reads an unquoted 6:00 as sexagesimal minutes: 360.
+        ("[6:00]", '360 is a number: write the time of day in quotes, e.g. "06:00"'),
+        ('["24:00"]', "'24:00' is not a time of day HH:MM (00:00 to 23:59)"),
+        ('["6:30"]', "'6:30' is not a time of day HH:MM"),
+        ('["06:00", "06:00"]', "a shift start is given twice"),
+    ],
+)
+def test_a_wrong_shift_start_says_what_to_write(tmp_path: Path, written: str, message: str) -> None:
+    text = CONFIG.replace("  id: gw-test\n", f"  id: gw-test\n  shifts: {written}\n")
+    rendered = problems(tmp_path, text).render()
+    assert f"config.yaml:{line_of(text, 'shifts:')}: agent.shifts" in rendered
+    assert message in rendered
+
+
+def test_an_unknown_time_zone_is_named(tmp_path: Path) -> None:
+    text = CONFIG.replace("  id: gw-test\n", "  id: gw-test\n  timezone: Europe/Berln\n")
+    rendered = problems(tmp_path, text).render()
+    assert "agent.timezone" in rendered
+    assert "unknown time zone 'Europe/Berln': use an IANA name such as Europe/Berlin" in rendered

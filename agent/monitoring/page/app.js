@@ -176,7 +176,7 @@ function drawStatus(s) {
   $("status").replaceChildren(document.createTextNode(s.status));
   $("status").className = `pill state-${s.status}`;
   $("reasons").replaceChildren(...s.reasons.map((r) => el("li", r)));
-  $("counted-since").textContent = `the agent started (${clock(s.counted_since)})`;
+  $("shift-start").textContent = clock(s.shift_start);
   fill($("machines"), s.machines.map((m) => [
     m.name,
     pill(m.state),
