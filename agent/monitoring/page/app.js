@@ -40,6 +40,11 @@ function value(v, unit) {
   return unit ? `${text} ${unit}` : text;
 }
 
+// A chart's figure: whole numbers from 10 up, one decimal below (5.7 events/s).
+function rounded(v) {
+  return v >= 10 ? String(Math.round(v)) : String(+v.toFixed(1));
+}
+
 // -- DOM ----------------------------------------------------------------------------
 
 function el(tag, text, className) {
@@ -165,7 +170,7 @@ function chart(name, points, now) {
   });
   $(`chart-${name}`).replaceChildren(...grid, line);
   $(`chart-${name}-label`).textContent = values.length
-    ? `now ${value(values.at(-1)[1])}, highest ${value(top)} (lines every 15 min)`
+    ? `now ${rounded(values.at(-1)[1])}, highest ${rounded(top)} (lines every 15 min)`
     : "no data yet";
 }
 
