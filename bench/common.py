@@ -73,6 +73,20 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     return cli
 
 
+def agent_parser(description: str | None) -> argparse.ArgumentParser:
+    """``parser`` plus the options of the benches that run `floorgate run` in its own
+    process on a plant: another checkout, its environment, the measured window."""
+    cli = parser(description)
+    cli.add_argument(
+        "--agent-tree", type=Path, default=ROOT, help="run the agent from this checkout"
+    )
+    cli.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="agent environment"
+    )
+    cli.add_argument("--window", type=float, default=None, help="seconds measured")
+    return cli
+
+
 def finish(rows: Sequence[Row], json_path: Path | None) -> None:
     """Print the table and, when asked, write the rows as JSON."""
     print(format_table(rows))

@@ -86,6 +86,7 @@ from bench.common import (
     ROOT,
     NotifySocket,
     Row,
+    agent_parser,
     cpu_seconds,
     disk_written,
     ensure_bytecode,
@@ -96,7 +97,6 @@ from bench.common import (
     log_tail,
     memory,
     opcua_server,
-    parser,
     row,
     server_process,
     stop_agent,
@@ -826,14 +826,7 @@ def environment(pairs: list[str]) -> dict[str, str]:
 
 
 def main() -> None:
-    cli = parser(__doc__)
-    cli.add_argument(
-        "--agent-tree", type=Path, default=ROOT, help="run the agent from this checkout"
-    )
-    cli.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="agent environment"
-    )
-    cli.add_argument("--window", type=float, default=None, help="seconds measured")
+    cli = agent_parser(__doc__)
     cli.add_argument("--flash-only", action="store_true", help="only the flash phase")
     cli.add_argument("--flash-window", type=float, default=None, help="flash phase seconds")
     cli.add_argument(

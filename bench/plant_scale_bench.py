@@ -78,13 +78,13 @@ from bench.common import (
     MIB,
     ROOT,
     Row,
+    agent_parser,
     cpu_seconds,
     finish,
     free_port,
     http_receiver,
     memory,
     opcua_server,
-    parser,
     row,
     server_process,
     thread_cpu_seconds,
@@ -937,14 +937,7 @@ async def run(
 
 
 def main() -> None:
-    cli = parser(__doc__)
-    cli.add_argument(
-        "--agent-tree", type=Path, default=ROOT, help="run the agent from this checkout"
-    )
-    cli.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="agent environment"
-    )
-    cli.add_argument("--window", type=float, default=None, help="seconds measured")
+    cli = agent_parser(__doc__)
     cli.add_argument("--drain", type=float, default=None, help="longest drain, seconds")
     cli.add_argument(
         "--keep", type=Path, default=None, help="keep the agent's log, config, /readyz here"

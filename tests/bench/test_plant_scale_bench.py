@@ -11,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.test_bench_harness import ROW_KEYS
+
 ROOT = Path(__file__).resolve().parents[2]
-ROW_KEYS = {
-    "scenario",
-    "figure",
-    "value",
-    "unit",
-    "ceiling",
-    "ceiling_label",
-    "ratio",
-    "target",
-    "met",
-}
 # The start of each figure the bench promises (the rest names sizes and durations).
 FIGURES = (
     "agent CPU over ",
