@@ -409,9 +409,12 @@ async def check_time(
     assert abs(got - expected) <= tolerance, (machine, got, expected, total, shifts, tolerance)
     if odoo.server is not None and odoo.server.major >= 19:
         # 18 computes the form's OEE from hours rounded to 0.01 h (36 s): only a long
-        # period makes it exact there; 19 sums the minutes
+        # period makes it exact there; 19 sums the minutes, so its form shows the records'
+        # own share (two decimals), which the check above holds to the machine within
+        # Odoo's resolution. (A fixed 1-point bound failed on a 2.5-minute run where one
+        # boundary kept whole seconds: 81.89 against 83.33, within the 2.17 allowed.)
         (oee,) = await odoo.read("mrp.workcenter", [center], ["oee"])
-        assert abs(oee["oee"] - expected) <= 1.0, (machine, oee["oee"], expected)
+        assert abs(oee["oee"] - got) <= 0.01, (machine, oee["oee"], got, expected)
 
 
 def between_orders(rows: list[dict[str, Any]], orders: list[Order]) -> list[Span]:
