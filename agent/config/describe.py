@@ -65,7 +65,12 @@ def describe_config(config: FloorgateConfig, templates: Sequence[TemplateUse] = 
     lines = [
         f"agent {config.agent.id} at site {config.agent.site}, shifts from {shifts} ({zone})",
         f"buffer {config.buffer_path} (synchronous {config.buffer.synchronous.value}, "
-        f"at most {format_size(config.buffer.max_size)}, delivered events kept "
+        + (
+            f"commit interval {format_duration(config.buffer.commit_interval)}, "
+            if config.buffer.commit_interval
+            else ""
+        )
+        + f"at most {format_size(config.buffer.max_size)}, delivered events kept "
         f"{format_duration(config.buffer.retention)}"
         + (
             f", undelivered dropped after {format_duration(config.buffer.max_age)})"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -63,11 +64,19 @@ class RetryAfterOrBackoff:
         return float(self._backoff(state))
 
 
+# With an ack interval, acks held back past this many events are committed at once: a
+# crash resends what was held, and that stays a few batches.
+MAX_HELD_ACKS = 5000
+
+
 @dataclass
 class DeliverySettings:
     batch_size: int
     retry: RetryConfig
     fatal_pause: float = FATAL_PAUSE_SECONDS
+    # buffer.commit_interval: acks are committed at most once per this interval while a
+    # backlog streams, and whenever the queue is caught up (0: each batch's at once).
+    ack_interval: float = 0.0
 
 
 class DeliveryLoop:
@@ -90,6 +99,10 @@ class DeliveryLoop:
         # commits. Sends stay one at a time and in seq order.
         self._next: asyncio.Future[list[ClaimedEvent]] | None = None
         self._acking: asyncio.Future[None] | None = None
+        # Delivered but not yet handed to the buffer (ack_interval), and when the last
+        # ack was (monotonic).
+        self._held_acks: list[int] = []
+        self._acked_at = -math.inf
         # The trouble now being lived through, for the one "recovered" line: when it
         # began (monotonic) and how many attempts failed since.
         self._trouble_since: float | None = None
@@ -175,6 +188,16 @@ class DeliveryLoop:
                 await claimed
 
     async def _settle_ack(self) -> None:
+        """Commit the acks held back, and wait for the ack in flight. Called before
+        every claim from the oldest pending event (held acks would have their events
+        claimed again), before counting what is pending, and when stopping."""
+        if self._held_acks:
+            held, self._held_acks = self._held_acks, []
+            await self._wait_for_ack()
+            self._start_ack(held)
+        await self._wait_for_ack()
+
+    async def _wait_for_ack(self) -> None:
         """Wait for the ack in flight; its failure (the buffer) is raised here. Shielded:
         a cancel (the agent stopping) leaves it to commit, and run() waits for it."""
         acking = self._acking
@@ -190,9 +213,26 @@ class DeliveryLoop:
         """Mark delivered without waiting for the commit: the next batch is sent
         meanwhile. If the agent dies first, those events are sent again after the
         restart, as after any crash between a send and its ack (receivers drop repeats
-        by event id)."""
-        await self._settle_ack()
-        self._acking = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, seqs))
+        by event id).
+
+        With an ack interval, an ack within the interval of the last one is held back
+        (each commit writes whole pages to the disk, however few events it marks): the
+        next claim from the oldest pending event, a stop, the interval or
+        MAX_HELD_ACKS commits it. A crash resends what was held, as above."""
+        if self.settings.ack_interval:
+            self._held_acks.extend(seqs)
+            if (
+                time.monotonic() - self._acked_at < self.settings.ack_interval
+                and len(self._held_acks) < MAX_HELD_ACKS
+            ):
+                return
+            seqs, self._held_acks = self._held_acks, []
+        await self._wait_for_ack()
+        self._start_ack(seqs)
+
+    def _start_ack(self, seqs: Sequence[int]) -> None:
+        self._acked_at = time.monotonic()
+        self._acking = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, list(seqs)))
 
     @contextlib.contextmanager
     def _in_flight(self) -> Iterator[None]:

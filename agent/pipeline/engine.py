@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -172,10 +173,17 @@ class RuleEngine:
     async def run(self) -> None:
         self.health.running = True
         next_tick = time.monotonic() + TICK_SECONDS
+        # buffer.commit_interval: what the rules made is handed to the buffer at most once
+        # per interval (each commit writes whole pages whatever it holds; docs/buffer.md,
+        # "The flash budget"). After a quiet spell the first events go at once.
+        interval = self.config.buffer.commit_interval
+        handed_over = -math.inf  # monotonic time of the last hand-over
         try:
             while not self._stopping:
-                wait = max(0.0, next_tick - time.monotonic())
-                batches = await self._take(wait)
+                due = next_tick
+                if interval and (self._rows or self._state):
+                    due = min(due, handed_over + interval)
+                batches = await self._take(max(0.0, due - time.monotonic()))
                 for batch in batches:
                     self._process(batch)
                 if time.monotonic() >= next_tick:
@@ -183,7 +191,19 @@ class RuleEngine:
                         1, int((time.monotonic() - next_tick) // TICK_SECONDS) + 1
                     )
                     self._tick()
-                await self._commit()
+                if (
+                    not interval
+                    or time.monotonic() >= handed_over + interval
+                    or self.health.commit_failing_since is not None  # held: retried each round
+                ):
+                    if self._rows or self._state:
+                        handed_over = time.monotonic()
+                    await self._commit()
+                else:
+                    self._ids = []  # ids are drawn per round (see IDS_PER_DRAW)
+                    if self._inflight is not None and self._inflight[2].done():
+                        await self._settle()  # wakes the forwarders now, not at the next one
+                    await asyncio.sleep(0)  # as _commit does: let drivers and forwarders run
             await self._settle(final=True)  # asked to stop: what was handed over is durable
         finally:
             self.health.running = False
@@ -212,8 +232,8 @@ class RuleEngine:
         await self._commit(final=True)
 
     async def _take(self, wait: float) -> list[Sequence[Sample]]:
-        if self._rows:  # a failed commit is pending: retry it before taking more
-            return []
+        if self._rows and self.health.commit_failing_since is not None:
+            return []  # a failed commit is pending: retry it before taking more
         batches: list[Sequence[Sample]] = []
         # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
         # arrives as the item does, and a task that ignores its cancel never stops.

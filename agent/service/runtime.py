@@ -176,7 +176,11 @@ class Agent:
         loop = DeliveryLoop(
             forwarder,
             self.buffer,
-            DeliverySettings(batch_size=destination.batch_size, retry=destination.retry),
+            DeliverySettings(
+                batch_size=destination.batch_size,
+                retry=destination.retry,
+                ack_interval=self.config.buffer.commit_interval,
+            ),
             health,
             wake,
         )

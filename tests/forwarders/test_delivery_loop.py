@@ -197,3 +197,47 @@ async def test_a_stop_right_after_the_last_send_still_commits_its_ack(
     assert len(receiver.events) == 2000 and receiver.conflicts == 0
     for machine, seqs in sequences_by_machine(receiver).items():
         assert seqs == sorted(seqs), f"{machine} out of order"
+
+
+@pytest.mark.parametrize(("ack_interval", "ack_commits"), [(0.0, 3), (5.0, 2)])
+async def test_with_an_ack_interval_acks_are_held_until_the_queue_is_caught_up(
+    buffer: SqliteBuffer, receiver: EventReceiver, ack_interval: float, ack_commits: int
+) -> None:
+    """buffer.commit_interval: the first batch's ack goes at once, the next ones within the
+    interval wait until the loop has claimed everything, then go as one commit; every
+    event is marked delivered exactly once and nothing is sent twice."""
+    await buffer.append([event_row(n, "m1") for n in range(1, 31)])
+    acks: list[list[int]] = []
+    ack = buffer.ack
+
+    async def counting_ack(destination: str, seqs: list[int]) -> None:
+        acks.append(list(seqs))
+        await ack(destination, seqs)
+
+    buffer.ack = counting_ack  # type: ignore[method-assign]
+    config = HttpDestinationConfig.model_validate(
+        {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": 10}
+    )
+    loop = DeliveryLoop(
+        WebhookForwarder(config),
+        buffer,
+        DeliverySettings(
+            batch_size=10, retry=RetryConfig(initial="10ms", max="50ms"), ack_interval=ack_interval
+        ),
+        DestinationHealth(name=DEST, type="http"),
+        asyncio.Event(),
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(30):
+            while (await buffer.stats()).destinations[DEST].delivered < 30:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(acks) == ack_commits
+    assert sorted(seq for seqs in acks for seq in seqs) == list(range(1, 31))
+    assert len(receiver.events) == 30 and receiver.conflicts == 0
+    assert (await buffer.stats()).destinations[DEST].pending == 0
