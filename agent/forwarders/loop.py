@@ -162,8 +162,13 @@ class DeliveryLoop:
         )
         try:
             await self._send(batch)
-        except BaseException:
+        except BaseException as exc:
             await self._drop_next()  # the batch is sent again first: claim afresh
+            if isinstance(exc, Exception) and self._held_acks:
+                # What was delivered before the failure is marked so now, not after the
+                # backoff or a fatal pause (stats, max_age and replay go by it).
+                with contextlib.suppress(Exception):  # an ack that fails keeps them held
+                    await self._settle_ack()
             raise
         return True
 
@@ -192,8 +197,10 @@ class DeliveryLoop:
         every claim from the oldest pending event (held acks would have their events
         claimed again), before counting what is pending, and when stopping."""
         if self._held_acks:
-            held, self._held_acks = self._held_acks, []
+            # Wait first: if that raises (the last ack failed) or is cancelled, the held
+            # acks are still held, not lost (their events would be sent again).
             await self._wait_for_ack()
+            held, self._held_acks = self._held_acks, []
             self._start_ack(held)
         await self._wait_for_ack()
 
@@ -226,8 +233,10 @@ class DeliveryLoop:
                 and len(self._held_acks) < MAX_HELD_ACKS
             ):
                 return
+            await self._wait_for_ack()  # before taking them: see _settle_ack
             seqs, self._held_acks = self._held_acks, []
-        await self._wait_for_ack()
+        else:
+            await self._wait_for_ack()
         self._start_ack(seqs)
 
     def _start_ack(self, seqs: Sequence[int]) -> None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from agent.config.common import RetryConfig
+from agent.forwarders.base import Transient
 from agent.forwarders.http.config import HttpDestinationConfig
 from agent.forwarders.http.forwarder import WebhookForwarder
 from agent.forwarders.loop import DeliveryLoop, DeliverySettings
 from agent.monitoring.status import DestinationHealth, DestinationState
 from buffer.rows import EventRow
-from buffer.sqlite import SqliteBuffer
+from buffer.sqlite import BufferStoreError, SqliteBuffer
 from floorgate_demo.receiver import EventReceiver
 
 DEST = "mw"
@@ -239,5 +241,119 @@ async def test_with_an_ack_interval_acks_are_held_until_the_queue_is_caught_up(
         await asyncio.gather(task, return_exceptions=True)
     assert len(acks) == ack_commits
     assert sorted(seq for seqs in acks for seq in seqs) == list(range(1, 31))
-    assert len(receiver.events) == 30 and receiver.conflicts == 0
+    assert len(receiver.events) == 30 and receiver.duplicates == 0
     assert (await buffer.stats()).destinations[DEST].pending == 0
+
+
+def held_ack_loop(buffer: SqliteBuffer, receiver: EventReceiver) -> DeliveryLoop:
+    config = HttpDestinationConfig.model_validate(
+        {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": 10}
+    )
+    return DeliveryLoop(
+        WebhookForwarder(config),
+        buffer,
+        DeliverySettings(
+            batch_size=10, retry=RetryConfig(initial="10ms", max="50ms"), ack_interval=60.0
+        ),
+        DestinationHealth(name=DEST, type="http"),
+        asyncio.Event(),
+    )
+
+
+async def test_a_stop_while_acks_are_held_commits_them(
+    buffer: SqliteBuffer, receiver: EventReceiver
+) -> None:
+    await buffer.append([event_row(n, "m1") for n in range(1, 31)])
+    loop = held_ack_loop(buffer, receiver)
+    sends = 0
+    send = loop.forwarder.send
+    third_send = asyncio.Event()
+
+    async def send_two_then_hang(batch: Any) -> Any:
+        nonlocal sends
+        sends += 1
+        if sends == 3:  # the second batch's ack is held now
+            third_send.set()
+            await asyncio.Event().wait()
+        return await send(batch)
+
+    loop.forwarder.send = send_two_then_hang  # type: ignore[method-assign]
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(30):
+        await third_send.wait()
+    assert loop._held_acks == list(range(11, 21))
+    task.cancel()  # the agent stopping
+    await asyncio.gather(task, return_exceptions=True)
+    dest = (await buffer.stats()).destinations[DEST]
+    assert (dest.delivered, dest.pending) == (20, 10)
+
+
+async def test_a_failed_ack_loses_none_of_the_acks_held_behind_it(
+    buffer: SqliteBuffer, receiver: EventReceiver
+) -> None:
+    """The first batch's ack fails (the disk, say): that batch stays pending and is sent
+    again, as without an interval; the two batches delivered after it, whose acks were
+    held, are marked delivered and not sent again."""
+    await buffer.append([event_row(n, "m1") for n in range(1, 31)])
+    ack = buffer.ack
+    calls = 0
+
+    async def first_ack_fails(destination: str, seqs: list[int]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BufferStoreError("disk full (test)")
+        await ack(destination, seqs)
+
+    buffer.ack = first_ack_fails  # type: ignore[method-assign]
+    loop = held_ack_loop(buffer, receiver)
+    with pytest.raises(BufferStoreError):  # the supervisor would restart the loop
+        async with asyncio.timeout(30):
+            await loop.run()
+    dest = (await buffer.stats()).destinations[DEST]
+    assert (dest.delivered, dest.pending) == (20, 10)
+    assert len(receiver.events) == 30 and receiver.duplicates == 0
+
+
+async def test_acks_held_when_a_send_fails_are_committed_before_the_backoff(
+    buffer: SqliteBuffer, receiver: EventReceiver
+) -> None:
+    """Delivered events must not look pending through a long backoff (stats, max_age and
+    replay go by their status)."""
+    await buffer.append([event_row(n, "m1") for n in range(1, 31)])
+    config = HttpDestinationConfig.model_validate(
+        {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": 10}
+    )
+    loop = DeliveryLoop(
+        WebhookForwarder(config),
+        buffer,
+        DeliverySettings(
+            batch_size=10, retry=RetryConfig(initial="10m", max="10m"), ack_interval=60.0
+        ),
+        DestinationHealth(name=DEST, type="http"),
+        asyncio.Event(),
+    )
+    sends = 0
+    send = loop.forwarder.send
+
+    async def third_send_fails(batch: Any) -> Any:
+        nonlocal sends
+        sends += 1
+        if sends >= 3:
+            raise Transient("503 (test)")
+        return await send(batch)
+
+    loop.forwarder.send = third_send_fails  # type: ignore[method-assign]
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_for_delivered(buffer, 20)
+        assert sends == 3  # in the backoff after the third send, not after a retry
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def wait_for_delivered(buffer: SqliteBuffer, count: int) -> None:
+    async with asyncio.timeout(20):
+        while (await buffer.stats()).destinations[DEST].delivered < count:
+            await asyncio.sleep(0.02)
