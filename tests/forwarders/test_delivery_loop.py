@@ -245,7 +245,10 @@ async def test_with_an_ack_interval_acks_are_held_until_the_queue_is_caught_up(
     assert (await buffer.stats()).destinations[DEST].pending == 0
 
 
-def held_ack_loop(buffer: SqliteBuffer, receiver: EventReceiver) -> DeliveryLoop:
+def held_ack_loop(
+    buffer: SqliteBuffer, receiver: EventReceiver, backoff: str = "10ms"
+) -> DeliveryLoop:
+    """Batches of 10 and an ack interval of a minute: acks after the first are held."""
     config = HttpDestinationConfig.model_validate(
         {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": 10}
     )
@@ -253,7 +256,7 @@ def held_ack_loop(buffer: SqliteBuffer, receiver: EventReceiver) -> DeliveryLoop
         WebhookForwarder(config),
         buffer,
         DeliverySettings(
-            batch_size=10, retry=RetryConfig(initial="10ms", max="50ms"), ack_interval=60.0
+            batch_size=10, retry=RetryConfig(initial=backoff, max=backoff), ack_interval=60.0
         ),
         DestinationHealth(name=DEST, type="http"),
         asyncio.Event(),
@@ -321,18 +324,7 @@ async def test_acks_held_when_a_send_fails_are_committed_before_the_backoff(
     """Delivered events must not look pending through a long backoff (stats, max_age and
     replay go by their status)."""
     await buffer.append([event_row(n, "m1") for n in range(1, 31)])
-    config = HttpDestinationConfig.model_validate(
-        {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": 10}
-    )
-    loop = DeliveryLoop(
-        WebhookForwarder(config),
-        buffer,
-        DeliverySettings(
-            batch_size=10, retry=RetryConfig(initial="10m", max="10m"), ack_interval=60.0
-        ),
-        DestinationHealth(name=DEST, type="http"),
-        asyncio.Event(),
-    )
+    loop = held_ack_loop(buffer, receiver, backoff="10m")
     sends = 0
     send = loop.forwarder.send
 
