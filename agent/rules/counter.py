@@ -28,9 +28,12 @@ the transaction that stores the emitted events, and a crash loses everything sin
   ``max_delta``, so the span a crash makes the rule re-read can never be mistaken for
   a reset. (A restart after downtime in which the counter moved more than ``max_delta``
   is ambiguous whatever we do.)
-- ``edge`` mode persists the bit as of the last report and the window start. Edges
-  are not recoverable from a later reading, so a crash loses the parts of the open
-  window; use ``report_parts: 1`` where that matters.
+- ``edge`` mode persists the bit as of the last report and the window start, and the bit
+  low again once it falls with nothing pending (one state write per part). Edges are
+  not recoverable from a later reading, so a crash loses the parts of the open window;
+  use ``report_parts: 1`` where that matters. A part whose report a crash took is
+  counted again after the restart when the bit is still high then (it was persisted
+  low before that part's edge).
 """
 
 from __future__ import annotations
@@ -172,6 +175,13 @@ class CounterRule:
             return
         if bit and not self._last:
             self._pending += 1
+        elif self._last and not bit and self._pending == 0:
+            # The bit fell with every part reported: persist it low. Left at its value as
+            # of the last report (high: a report follows a rising edge), a crash before
+            # the next part's report was committed would restore it high, and the next
+            # reading (the new part, still high) would not be an edge: a part lost.
+            self._reported = False
+            self.dirty = True
         self._last = bit
 
     def _take_count(self, value: int, time: datetime) -> bool:

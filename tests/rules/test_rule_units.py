@@ -187,6 +187,35 @@ def test_edge_counter_snapshot_holds_the_bit_and_window_start() -> None:
     assert rule.snapshot() == {"bit": False, "window_start": at(5).isoformat()}
 
 
+def test_edge_counter_counts_a_part_whose_report_a_crash_took() -> None:
+    """The kill lands after a part's report was made but before it was committed, the bit
+    still high: the restored rule must see that reading as the part's edge (the real Odoo
+    end-to-end test lost such a part once)."""
+    rule = CounterRule("packer1", counter_config(mode="edge", report_every="1s"))
+    rule.on_samples(reading("parts", False, 0), at(0))
+    rule.snapshot()  # committed: the baseline
+    assert quantities(rule.on_samples(reading("parts", True, 1), at(1))) == 1
+    rule.snapshot()  # committed with that report: the bit high
+    rule.on_samples(reading("parts", False, 3), at(3))
+    assert rule.dirty  # the bit fell with nothing pending: persisted low
+    committed = rule.snapshot()
+    assert committed["bit"] is False
+    assert quantities(rule.on_samples(reading("parts", True, 5), at(5))) == 1
+    # SIGKILL: that report and its state were never committed.
+    restarted = CounterRule("packer1", counter_config(mode="edge", report_every="1s"))
+    restarted.restore(json.loads(json.dumps(committed)))
+    assert quantities(restarted.on_samples(reading("parts", True, 6), at(6))) == 1
+
+
+def test_edge_counter_keeps_the_bit_of_the_last_report_while_parts_are_pending() -> None:
+    rule = CounterRule("press1", counter_config(mode="edge", report_every="10s"))
+    rule.on_samples(reading("parts", False, 0), at(0))
+    rule.snapshot()
+    rule.on_samples(reading("parts", True, 1), at(1))
+    rule.on_samples(reading("parts", False, 2), at(2))
+    assert not rule.dirty  # a part waits for its report: nothing to persist yet
+
+
 def test_counter_ignores_a_snapshot_of_the_other_mode() -> None:
     rule = CounterRule("press1", counter_config(mode="edge"))
     rule.restore({"value": 12, "window_start": at(0).isoformat()})
