@@ -197,11 +197,7 @@ class DeliveryLoop:
         every claim from the oldest pending event (held acks would have their events
         claimed again), before counting what is pending, and when stopping."""
         if self._held_acks:
-            # Wait first: if that raises (the last ack failed) or is cancelled, the held
-            # acks are still held, not lost (their events would be sent again).
-            await self._wait_for_ack()
-            held, self._held_acks = self._held_acks, []
-            self._start_ack(held)
+            await self._commit_held_acks()
         await self._wait_for_ack()
 
     async def _wait_for_ack(self) -> None:
@@ -226,22 +222,23 @@ class DeliveryLoop:
         (each commit writes whole pages to the disk, however few events it marks): the
         next claim from the oldest pending event, a stop, the interval or
         MAX_HELD_ACKS commits it. A crash resends what was held, as above."""
-        if self.settings.ack_interval:
-            self._held_acks.extend(seqs)
-            if (
-                time.monotonic() - self._acked_at < self.settings.ack_interval
-                and len(self._held_acks) < MAX_HELD_ACKS
-            ):
-                return
-            await self._wait_for_ack()  # before taking them: see _settle_ack
-            seqs, self._held_acks = self._held_acks, []
-        else:
-            await self._wait_for_ack()
-        self._start_ack(seqs)
+        self._held_acks.extend(seqs)
+        if (
+            self.settings.ack_interval
+            and time.monotonic() - self._acked_at < self.settings.ack_interval
+            and len(self._held_acks) < MAX_HELD_ACKS
+        ):
+            return
+        await self._commit_held_acks()
 
-    def _start_ack(self, seqs: Sequence[int]) -> None:
+    async def _commit_held_acks(self) -> None:
+        """Hand the held acks to the buffer once the ack in flight is through. Waiting
+        first: if that raises (the last ack failed) or is cancelled, they are still held,
+        not lost (their events would be sent again)."""
+        await self._wait_for_ack()
+        held, self._held_acks = self._held_acks, []
         self._acked_at = time.monotonic()
-        self._acking = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, list(seqs)))
+        self._acking = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, held))
 
     @contextlib.contextmanager
     def _in_flight(self) -> Iterator[None]:
