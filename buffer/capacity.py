@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from buffer import queries, schema
+from buffer import blocks, queries, schema
 from buffer.rows import EventRow
 
 log = logging.getLogger("floorgate.buffer")
@@ -95,16 +95,18 @@ class Capacity:
         conn: sqlite3.Connection,
         *,
         rejected: Counter[str] | None = None,
-    ) -> int:
+        acks: queries.Acks | None = None,
+    ) -> tuple[int, list[tuple[int, int]]]:
         """Commit an append, making room by the policy when the file reached max_size.
-        ``rejected``: events left out of it for their data, by type (counted with it).
-        Returns how many events were stored."""
+        ``rejected``: events left out of it for their data, by type (counted with it);
+        ``acks``: committed with it. Returns how many events were stored and the seq
+        range each ack touched."""
         dropped: Counter[tuple[str, str]] = Counter(
             {("rejected", t): n for t, n in (rejected or {}).items()}
         )
         while True:
             try:
-                stored = queries.append_tx(rows, state, dropped, conn)
+                stored = queries.append_tx(rows, state, dropped, conn, acks)
             except sqlite3.OperationalError as exc:
                 if not is_full(exc) or not self._at_limit(conn, rows):
                     raise  # a really full disk (or another error): the caller holds the rows
@@ -117,8 +119,12 @@ class Capacity:
                         " undelivered machine states, counts and alarms; they are kept and the"
                         " new events wait in memory until a destination takes some"
                     ) from exc
-                dropped.update(("refused", row.type) for row in rows if row.type == SAMPLE)
-                self._dropped(Counter(row.type for row in rows if row.type == SAMPLE), 0)
+                refused: Counter[str] = Counter()
+                for row in rows:
+                    if row.type == SAMPLE:
+                        refused[row.type] += row.samples
+                dropped.update({("refused", t): n for t, n in refused.items()})
+                self._dropped(refused, 0)
                 rows = kept
                 continue
             break
@@ -257,34 +263,51 @@ def evict_tx(
 ) -> tuple[Counter[str], int]:
     """Delete these events and their deliveries, keeping every counter right. Returns the
     undelivered ones by type (counted as dropped for ``reason``) and how many were
-    delivered everywhere (counted as evicted history)."""
+    delivered everywhere (counted as evicted history). A block counts its samples: those
+    some destination has not settled are dropped (moved ones live on in their own rows)."""
     now = time.time()
     listed = queries.json_list(seqs)
     with queries.transaction(conn):
-        undelivered: set[int] = set()
+        events = conn.execute(
+            "SELECT seq, type, n FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+            (listed,),
+        ).fetchall()
+        sizes = {seq: n for seq, _, n in events if n is not None}
+        unsettled: dict[int, int] = {}  # seq -> bitmap of samples some destination lacks
         changes: list[tuple[str, str, int]] = []
         for dest in queries.destinations(conn):
-            rows = conn.execute(
-                "SELECT seq, status FROM deliveries WHERE destination = ?"
+            per_status: Counter[str] = Counter()
+            for seq, status, done, moved in conn.execute(
+                "SELECT seq, status, done, moved FROM deliveries WHERE destination = ?"
                 " AND seq IN (SELECT value FROM json_each(?))",
                 (dest, listed),
-            ).fetchall()
-            per_status = Counter(status for _, status in rows)
-            undelivered.update(seq for seq, status in rows if status != "delivered")
-            changes += [(dest, status, -n) for status, n in per_status.items()]
+            ):
+                n = sizes.get(seq)
+                if n is None:
+                    per_status[status] += 1
+                    if status != "delivered":
+                        unsettled[seq] = 1
+                    continue
+                per_status.update(blocks.counts(n, status, done, moved))
+                if status != "delivered":
+                    lacking = blocks.full(n) & ~blocks.bits(done)
+                    unsettled[seq] = unsettled.get(seq, 0) | lacking
+            changes += [(dest, status, -n) for status, n in per_status.items() if n]
             conn.execute(
                 "DELETE FROM deliveries WHERE destination = ?"
                 " AND seq IN (SELECT value FROM json_each(?))",
                 (dest, listed),
             )
-        types = conn.execute(
-            "SELECT seq, type FROM events WHERE seq IN (SELECT value FROM json_each(?))",
-            (listed,),
-        ).fetchall()
         conn.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))", (listed,))
-        dropped = Counter(t for seq, t in types if seq in undelivered)
-        history = len(types) - sum(dropped.values())
+        dropped: Counter[str] = Counter()
+        total = 0
+        for seq, event_type, n in events:
+            total += n or 1
+            lost = unsettled.get(seq, 0).bit_count()
+            if lost:
+                dropped[event_type] += lost
+        history = total - sum(dropped.values())
         changes += [("", queries.dropped_status(reason, t), n) for t, n in dropped.items()]
-        changes += [(*schema.EVENTS_TOTAL, -len(types)), ("", queries.EVICTED, history)]
+        changes += [(*schema.EVENTS_TOTAL, -total), ("", queries.EVICTED, history)]
         queries.bump(conn, changes, now)
     return dropped, history

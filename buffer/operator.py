@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from buffer import queries, schema
+from buffer import blocks, queries, schema
 from buffer.rows import BufferStats, DeadLetter, StoredEvent
 from buffer.sqlite import BUSY_TIMEOUT_MS, BufferStoreError, describe_error
 
@@ -29,6 +29,7 @@ class OperatorBuffer:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._blocks = blocks.Expander()
         if not self.path.is_file():
             raise BufferStoreError(
                 f"no buffer at {self.path} (has the agent run with this config?)"
@@ -69,7 +70,7 @@ class OperatorBuffer:
         )
 
     def show(self, ident: str) -> StoredEvent | None:
-        return self._run("show", lambda: queries.show(ident, self._conn))
+        return self._run("show", lambda: queries.show(ident, self._blocks, self._conn))
 
     def requeue(self, destination: str | None, ident: str | None) -> int:
         """Dead letters back to pending: the event ``ident`` (id or seq) or all of them."""
@@ -93,7 +94,9 @@ class OperatorBuffer:
         moved = 0
         for start in range(span[0] - 1, span[1], queries.CHUNK):
             chunk = partial(queries.replay_tx, destination, since, until, start)
-            moved += self._run("replay", partial(chunk, start + queries.CHUNK, self._conn))
+            moved += self._run(
+                "replay", partial(chunk, start + queries.CHUNK, self._blocks, self._conn)
+            )
         return moved
 
     def _run(self, doing: str, fn: Callable[[], T]) -> T:

@@ -11,12 +11,14 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
-from buffer import payloads, schema
+from buffer import blocks, payloads, schema
 from buffer.rows import (
     BufferStats,
     ClaimedEvent,
@@ -28,7 +30,7 @@ from buffer.rows import (
 )
 
 CLAIM = """
-    SELECT d.seq, e.id, e.type, e.key, e.payload, d.attempts
+    SELECT d.seq, e.id, e.type, e.key, e.payload, d.attempts, e.n, d.done
     FROM deliveries AS d INDEXED BY deliveries_pending JOIN events AS e ON e.seq = d.seq
     WHERE d.destination = ? AND d.status = 'pending' AND d.seq > ?{exclude}
     ORDER BY d.seq LIMIT ?
@@ -183,30 +185,77 @@ def dropped_status(reason: str, event_type: str) -> str:
 # -- transactions (run in the writer thread) ---------------------------------------------
 
 
+class Acks(NamedTuple):
+    """Acks committed in an append's transaction (see SqliteBuffer.ack_with_appends)."""
+
+    items: Sequence[tuple[str, Sequence[int]]]  # (destination, seqs)
+    prune: bool  # sample_retention 0: delete the samples they complete (ack_tx)
+
+
 def append_tx(
     rows: Sequence[EventRow],
     state: dict[str, str],
     dropped: Counter[tuple[str, str]],
     conn: sqlite3.Connection,
-) -> int:
+    acks: Acks | None = None,
+) -> tuple[int, list[tuple[int, int]]]:
     """Events (each id once), rule state and the count of what the append gave up, by
-    (reason, type): samples refused for lack of room, events rejected for their data; in
-    one transaction. Returns how many events were stored."""
+    (reason, type): samples refused for lack of room, events rejected for their data; and
+    ``acks``; in one transaction. Returns how many events were stored and the seq range
+    (low, high) each ack touched."""
     now = time.time()
     stored = 0
+    ranges: list[tuple[int, int]] = []
     with transaction(conn):
+        for destination, seqs in acks.items if acks else ():
+            _, high = ack_in(conn, destination, seqs, acks.prune if acks else False, now)
+            ranges.append((min(seqs), high))
         if rows:  # an id repeated (in the batch or from before) is stored once
             stored = insert_events(conn, rows, now)
         if state:
             upsert_state(conn, state)
         if dropped:
             bump(conn, [("", dropped_status(r, t), n) for (r, t), n in dropped.items()], now)
-    return stored
+    return stored, ranges
 
 
 def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
-    """Events (an id already stored is ignored) with their pending deliveries and the
-    counters, in the caller's transaction. Returns how many were stored."""
+    """Events and sample blocks (an id already stored is ignored) with their pending
+    deliveries and the counters, in the caller's transaction. Returns how many events
+    were stored (a block counts its samples). Blocks take their seqs first: within one
+    commit a machine's samples come before the states, counts and alarms made with
+    them."""
+    stored = _insert_blocks(conn, [r for r in rows if r.n], now)
+    single = [r for r in rows if not r.n]
+    return stored + (_insert_single(conn, single, now) if single else 0)
+
+
+def _insert_blocks(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
+    """Each block takes the seq ``n`` above the highest used (buffer.blocks)."""
+    stored = 0
+    for row in rows:
+        found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        top = (found[0] if found else 0) + row.n
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO events (seq, id, type, key, time, payload, size, created, n)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (top, *row[:5], len(row.payload), now, row.n),
+        ).rowcount
+        if not inserted:
+            continue
+        dests = sorted(set(row.destinations))
+        conn.executemany(
+            "INSERT INTO deliveries (destination, seq, status, attempts, updated)"
+            " VALUES (?, ?, 'pending', 0, ?)",
+            [(dest, top, now) for dest in dests],
+        )
+        counted = [(*schema.EVENTS_TOTAL, row.n), *((d, "pending", row.n) for d in dests)]
+        bump(conn, counted, now)
+        stored += row.n
+    return stored
+
+
+def _insert_single(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
     found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     base: int = found[0] if found else 0
     document, payloads = _events_document(rows)
@@ -270,34 +319,90 @@ def move(
 
 def ack_tx(
     destination: str, seqs: Sequence[int], conn: sqlite3.Connection, *, prune: bool = False
-) -> int:
+) -> tuple[int, int]:
     """Mark delivered. ``prune``: in the same transaction, delete the samples among them
-    that are now delivered everywhere (sample_retention 0s). Returns how many went."""
-    now = time.time()
-    params = [(None, seq) for seq in seqs]
+    that are now delivered everywhere (sample_retention 0s). Returns how many went, and
+    the highest seq of a row the ack touched (a block's row is above its samples')."""
     with transaction(conn):
-        from_pending = move(conn, destination, params, "pending", "delivered", now)
-        from_dead = 0
-        if from_pending < len(params):
-            from_dead = move(conn, destination, params, "dead", "delivered", now)
-        bump(
-            conn,
-            [
-                (destination, "pending", -from_pending),
-                (destination, "dead", -from_dead),
-                (destination, "delivered", from_pending + from_dead),
-            ],
-            now,
+        return ack_in(conn, destination, seqs, prune, time.time())
+
+
+def ack_in(
+    conn: sqlite3.Connection, destination: str, seqs: Sequence[int], prune: bool, now: float
+) -> tuple[int, int]:
+    """ack_tx in the caller's transaction."""
+    own, inside = blocks.split(conn, seqs)
+    params = [(None, seq) for seq in own]
+    from_pending = move(conn, destination, params, "pending", "delivered", now) if own else 0
+    from_dead = 0
+    if from_pending < len(params):
+        from_dead = move(conn, destination, params, "dead", "delivered", now)
+    in_blocks = _ack_blocks(conn, destination, inside, now)
+    bump(
+        conn,
+        [
+            (destination, "pending", -from_pending - in_blocks),
+            (destination, "dead", -from_dead),
+            (destination, "delivered", from_pending + from_dead + in_blocks),
+        ],
+        now,
+    )
+    low, high = min(seqs), max(max(seqs), max(inside, default=0))
+    if not prune:
+        return 0, high
+    return prune_samples(conn, math.inf, low - 1, high, high - low + 1, now)[0], high
+
+
+def _ack_blocks(
+    conn: sqlite3.Connection, destination: str, inside: dict[int, tuple[int, list[int]]], now: float
+) -> int:
+    """Samples of pending blocks marked settled; returns how many were not already."""
+    acked = 0
+    for top, (n, indexes) in inside.items():
+        row = conn.execute(
+            "SELECT status, done FROM deliveries WHERE destination = ? AND seq = ?",
+            (destination, top),
+        ).fetchone()
+        if row is None or row[0] != "pending":
+            continue
+        done = blocks.bits(row[1])
+        new = _mask(indexes) & ~done
+        if new:
+            acked += new.bit_count()
+            _set_done(conn, destination, top, n, done | new, now)
+    return acked
+
+
+def _mask(indexes: Iterable[int]) -> int:
+    mask = 0
+    for i in indexes:
+        mask |= 1 << i
+    return mask
+
+
+def _set_done(
+    conn: sqlite3.Connection, destination: str, top: int, n: int, done: int, now: float
+) -> None:
+    """A pending block's settled samples; all of them: the block is delivered."""
+    if done == blocks.full(n):
+        conn.execute(
+            "UPDATE deliveries SET status = 'delivered', done = NULL, updated = ?"
+            " WHERE destination = ? AND seq = ?",
+            (now, destination, top),
         )
-        if not prune:
-            return 0
-        low, high = min(seqs), max(seqs)
-        return prune_samples(conn, math.inf, low - 1, high, high - low + 1, now)[0]
+    else:
+        conn.execute(
+            "UPDATE deliveries SET done = ?, updated = ? WHERE destination = ? AND seq = ?",
+            (blocks.blob(done), now, destination, top),
+        )
 
 
 def failure_tx(destination: str, seqs: Sequence[int], error: str, conn: sqlite3.Connection) -> None:
+    """A failed attempt (a block's row counts one per attempt, whatever of it was sent)."""
     now = time.time()
     with transaction(conn):
+        own, inside = blocks.split(conn, seqs)
+        seqs = [*own, *inside]
         conn.executemany(
             "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, updated = ?"
             " WHERE destination = ? AND seq = ? AND status = 'pending'",
@@ -305,12 +410,81 @@ def failure_tx(destination: str, seqs: Sequence[int], error: str, conn: sqlite3.
         )
 
 
-def dead_tx(destination: str, reasons: dict[int, str], conn: sqlite3.Connection) -> None:
+def dead_tx(
+    destination: str,
+    reasons: dict[int, str],
+    expander: blocks.Expander,
+    conn: sqlite3.Connection,
+) -> None:
     now = time.time()
-    params = [(reason, seq) for seq, reason in reasons.items()]
     with transaction(conn):
-        moved = move(conn, destination, params, "pending", "dead", now)
-        bump(conn, [(destination, "pending", -moved), (destination, "dead", moved)], now)
+        own, inside = blocks.split(conn, reasons)
+        params = [(reasons[seq], seq) for seq in own]
+        moved = move(conn, destination, params, "pending", "dead", now) if own else 0
+        added = 0
+        for top, (n, indexes) in inside.items():
+            out, new_rows = _move_out(conn, destination, top, n, indexes, reasons, expander, now)
+            moved += out
+            added += new_rows
+        bump(
+            conn,
+            [
+                (destination, "pending", -moved),
+                (destination, "dead", moved),
+                (*schema.EVENTS_TOTAL, added),
+            ],
+            now,
+        )
+
+
+def _move_out(
+    conn: sqlite3.Connection,
+    destination: str,
+    top: int,
+    n: int,
+    indexes: Sequence[int],
+    reasons: dict[int, str],
+    expander: blocks.Expander,
+    now: float,
+) -> tuple[int, int]:
+    """Dead-letter samples of a pending block: each is copied into a row of its own (same
+    id; one row whichever destinations refuse it) with a dead delivery row for this
+    destination, and marked settled and moved in the block. Returns (samples moved, rows
+    added)."""
+    row = conn.execute(
+        "SELECT d.status, d.done, d.moved, d.attempts, e.id, e.payload, e.created"
+        " FROM deliveries AS d JOIN events AS e ON e.seq = d.seq"
+        " WHERE d.destination = ? AND d.seq = ?",
+        (destination, top),
+    ).fetchone()
+    if row is None or row[0] != "pending":
+        return 0, 0
+    _, done_blob, moved_blob, attempts, block, stored, created = row
+    done, gone = blocks.bits(done_blob), blocks.bits(moved_blob)
+    fresh = sorted(i for i in set(indexes) if not done >> i & 1)
+    added = 0
+    for sample in expander.samples(conn, top, block, stored, fresh):
+        packed = payloads.pack(sample.payload)
+        added += conn.execute(
+            "INSERT OR IGNORE INTO events (id, type, key, time, payload, size, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sample.id, sample.type, sample.key, sample.time, packed, len(packed), created),
+        ).rowcount
+        (seq,) = conn.execute("SELECT seq FROM events WHERE id = ?", (sample.id,)).fetchone()
+        conn.execute(
+            "INSERT OR IGNORE INTO deliveries"
+            " (destination, seq, status, attempts, last_error, updated)"
+            " VALUES (?, ?, 'dead', ?, ?, ?)",
+            (destination, seq, attempts, reasons[sample.seq], now),
+        )
+    bit = _mask(fresh)
+    if bit:
+        conn.execute(
+            "UPDATE deliveries SET moved = ? WHERE destination = ? AND seq = ?",
+            (blocks.blob(gone | bit), destination, top),
+        )
+        _set_done(conn, destination, top, n, done | bit, now)
+    return len(fresh), added
 
 
 def destinations(conn: sqlite3.Connection) -> list[str]:
@@ -391,21 +565,34 @@ def _named(dests: Sequence[str], **params: object) -> dict[str, object]:
 
 def _delete_done(conn: sqlite3.Connection, listed: str, dests: Sequence[str], now: float) -> int:
     """Delete the events of ``listed`` (a JSON array of seqs) and their delivery rows (all
-    delivered: the caller chose them so), keeping the counters right."""
-    count = len(json.loads(listed))
-    if not count:
+    delivered: the caller chose them so), keeping the counters right (a block counts its
+    samples, less those moved out into rows of their own)."""
+    if not json.loads(listed):
         return 0
-    conn.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))", (listed,))
+    (count,) = conn.execute(
+        "SELECT sum(coalesce(n, 1)) FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+        (listed,),
+    ).fetchone()
     changes = []
     for dest in dests:
-        deleted = conn.execute(
+        delivered = sum(
+            1 if n is None else blocks.counts(n, status, done, moved).get("delivered", 0)
+            for n, status, done, moved in conn.execute(
+                "SELECT e.n, d.status, d.done, d.moved FROM deliveries AS d"
+                " JOIN events AS e ON e.seq = d.seq"
+                " WHERE d.destination = ? AND d.seq IN (SELECT value FROM json_each(?))",
+                (dest, listed),
+            )
+        )
+        conn.execute(
             "DELETE FROM deliveries WHERE destination = ? AND seq IN"
             " (SELECT value FROM json_each(?))",
             (dest, listed),
-        ).rowcount
-        changes.append((dest, "delivered", -deleted))
+        )
+        changes.append((dest, "delivered", -delivered))
+    conn.execute("DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))", (listed,))
     bump(conn, [*changes, (*schema.EVENTS_TOTAL, -count)], now)
-    return count
+    return int(count)
 
 
 def record_written_tx(written: int, seconds: int, events: int, conn: sqlite3.Connection) -> None:
@@ -502,47 +689,154 @@ def dead_letters(destination: str | None, limit: int, conn: sqlite3.Connection) 
     return [DeadLetter(*row) for row in rows]
 
 
-def claim(sql: str, params: tuple[object, ...], conn: sqlite3.Connection) -> list[ClaimedEvent]:
-    """Pending events by CLAIM (the buffer picks the variant), payloads as appended."""
+def claim(
+    sql: str,
+    params: tuple[object, ...],
+    limit: int,
+    after_seq: int,
+    exclude: Collection[str],
+    expander: blocks.Expander,
+    conn: sqlite3.Connection,
+) -> list[ClaimedEvent]:
+    """Pending events by CLAIM (the buffer picks the variant), payloads as appended; the
+    samples of a block one by one (those after ``after_seq`` not yet settled, not of an
+    ``exclude``d key), at most ``limit`` in all."""
+    claimed: list[ClaimedEvent] = []
+    for seq, event_id, event_type, key, payload, attempts, n, done in conn.execute(sql, params):
+        if n is None:
+            claimed.append(
+                ClaimedEvent(seq, event_id, event_type, key, payloads.unpack(payload), attempts)
+            )
+        else:
+            settled = blocks.bits(done)
+            first = seq - n + 1
+            wanted = (i for i in range(max(0, after_seq + 1 - first), n) if not settled >> i & 1)
+            for sample in expander.samples(conn, seq, event_id, payload, wanted):
+                if sample.key in exclude:
+                    continue
+                claimed.append(
+                    ClaimedEvent(
+                        sample.seq, sample.id, sample.type, sample.key, sample.payload, attempts
+                    )
+                )
+                if len(claimed) >= limit:
+                    break
+        if len(claimed) >= limit:
+            break
+    return claimed
+
+
+def show(ident: str, expander: blocks.Expander, conn: sqlite3.Connection) -> StoredEvent | None:
+    """The event with this id (or, failing that, this seq number) and its deliveries; a
+    sample in a block too (its deliveries from the block's rows, and from its own row
+    for a destination that dead-lettered it)."""
+    columns = "SELECT seq, id, type, key, time, created, payload, n FROM events"
+    with read_transaction(conn):
+        found = conn.execute(f"{columns} WHERE id = ?", (ident,)).fetchone()
+        if found is not None and found[7] is not None:
+            found = None  # a block's own id names no event
+        located = _sample_by_id(ident, conn)
+        if found is None and located is None and ident.isdigit():
+            found = conn.execute(f"{columns} WHERE seq = ?", (int(ident),)).fetchone()
+            if found is not None and found[7] is not None:
+                found = None
+            if found is None:
+                at = blocks.locate(conn, int(ident))
+                located = at if at is not None else None
+        if found is None and located is None:
+            return None
+        own = {d.destination: d for d in _deliveries(conn, found[0])} if found else {}
+        if located is None:
+            assert found is not None
+            seq, event_id, event_type, key, event_time, created, payload, _ = found
+            return StoredEvent(
+                seq,
+                event_id,
+                event_type,
+                key,
+                event_time,
+                created,
+                payloads.unpack(payload),
+                tuple(own.values()),
+            )
+        return _block_sample(conn, expander, *located, own)
+
+
+def _sample_by_id(ident: str, conn: sqlite3.Connection) -> tuple[int, int] | None:
+    """(top seq, index) of the block sample with this id, if its block is still kept."""
+    parsed = blocks.parse_sample_id(ident)
+    if parsed is None:
+        return None
+    block, index = parsed
+    row = conn.execute("SELECT seq, n FROM events WHERE id = ?", (block,)).fetchone()
+    if row is None or row[1] is None or index >= row[1]:
+        return None
+    return int(row[0]), index
+
+
+def _deliveries(conn: sqlite3.Connection, seq: int) -> list[Delivery]:
     return [
-        ClaimedEvent(seq, event_id, event_type, key, payloads.unpack(payload), attempts)
-        for seq, event_id, event_type, key, payload, attempts in conn.execute(sql, params)
+        Delivery(*row)
+        for dest in destinations(conn)
+        for row in conn.execute(
+            "SELECT destination, status, attempts, last_error, updated FROM deliveries"
+            " WHERE destination = ? AND seq = ?",
+            (dest, seq),
+        )
     ]
 
 
-def show(ident: str, conn: sqlite3.Connection) -> StoredEvent | None:
-    """The event with this id (or, failing that, this seq number) and its deliveries."""
-    columns = "SELECT seq, id, type, key, time, created, payload FROM events"
-    with read_transaction(conn):
-        found = conn.execute(f"{columns} WHERE id = ?", (ident,)).fetchone()
-        if found is None and ident.isdigit():
-            found = conn.execute(f"{columns} WHERE seq = ?", (int(ident),)).fetchone()
-        if found is None:
-            return None
-        deliveries = tuple(
-            Delivery(*row)
-            for dest in destinations(conn)
-            for row in conn.execute(
-                "SELECT destination, status, attempts, last_error, updated FROM deliveries"
-                " WHERE destination = ? AND seq = ?",
-                (dest, found[0]),
-            )
+def _block_sample(
+    conn: sqlite3.Connection,
+    expander: blocks.Expander,
+    top: int,
+    index: int,
+    own: dict[str, Delivery],
+) -> StoredEvent:
+    block, stored, created = conn.execute(
+        "SELECT id, payload, created FROM events WHERE seq = ?", (top,)
+    ).fetchone()
+    (sample,) = expander.samples(conn, top, block, stored, [index])
+    if not own:  # moved out for some destination? Its own row has the same id.
+        found = conn.execute("SELECT seq FROM events WHERE id = ?", (sample.id,)).fetchone()
+        own = {d.destination: d for d in _deliveries(conn, found[0])} if found else {}
+    deliveries = []
+    for dest, status, attempts, error, updated, done, moved in conn.execute(
+        "SELECT destination, status, attempts, last_error, updated, done, moved"
+        " FROM deliveries WHERE seq = ? ORDER BY destination",
+        (top,),
+    ):
+        if blocks.bits(moved) >> index & 1 and dest in own:
+            deliveries.append(own[dest])
+            continue
+        settled = status == "delivered" or blocks.bits(done) >> index & 1
+        deliveries.append(
+            Delivery(dest, "delivered" if settled else "pending", attempts, error, updated)
         )
-    seq, event_id, event_type, key, event_time, created, payload = found
     return StoredEvent(
-        seq, event_id, event_type, key, event_time, created, payloads.unpack(payload), deliveries
+        sample.seq,
+        sample.id,
+        sample.type,
+        sample.key,
+        sample.time,
+        created,
+        sample.payload,
+        tuple(deliveries),
     )
 
 
 def retrying(destination: str, conn: sqlite3.Connection, window: int = 10_000) -> int:
     """Pending events of ``destination`` that failed at least once, among the oldest
-    ``window``: what is being retried now (failures happen at the head of the queue)."""
-    found = conn.execute(
-        "SELECT count(*) FROM (SELECT attempts FROM deliveries INDEXED BY deliveries_pending"
-        " WHERE destination = ? AND status = 'pending' ORDER BY seq LIMIT ?) WHERE attempts > 0",
+    ``window`` rows: what is being retried now (failures happen at the head of the
+    queue). A block counts its samples not yet settled."""
+    rows = conn.execute(
+        "SELECT d.attempts, e.n, d.done FROM (SELECT seq, attempts, done"
+        " FROM deliveries INDEXED BY deliveries_pending"
+        " WHERE destination = ? AND status = 'pending' ORDER BY seq LIMIT ?) AS d"
+        " JOIN events AS e ON e.seq = d.seq WHERE d.attempts > 0",
         (destination, window),
-    ).fetchone()
-    return int(found[0])
+    )
+    return sum(1 if n is None else n - blocks.bits(done).bit_count() for _, n, done in rows)
 
 
 def seq_range(conn: sqlite3.Connection) -> tuple[int, int] | None:
@@ -551,21 +845,80 @@ def seq_range(conn: sqlite3.Connection) -> tuple[int, int] | None:
 
 
 def replay_tx(
-    destination: str, since: str, until: str | None, start: int, end: int, conn: sqlite3.Connection
+    destination: str,
+    since: str,
+    until: str | None,
+    start: int,
+    end: int,
+    expander: blocks.Expander,
+    conn: sqlite3.Connection,
 ) -> int:
     """Delivered events of ``destination`` with seq in (start, end] and event time in
-    [since, until) back to pending: they are sent again with their ids."""
+    [since, until) back to pending: they are sent again with their ids. Blocks whose row
+    is in the range: their delivered samples in the time range, the rest untouched."""
     now = time.time()
+    until = until or "9999-12-31"
     with transaction(conn):
         moved = conn.execute(
             "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL,"
             " updated = ? WHERE destination = ? AND status = 'delivered' AND seq > ?"
             " AND seq <= ? AND seq IN (SELECT seq FROM events WHERE seq > ? AND seq <= ?"
+            " AND n IS NULL"
             " AND julianday(time) >= julianday(?) AND julianday(time) < julianday(?))",
-            (now, destination, start, end, start, end, since, until or "9999-12-31"),
+            (now, destination, start, end, start, end, since, until),
         ).rowcount
+        moved += _replay_blocks(conn, destination, since, until, start, end, expander, now)
         bump(conn, [(destination, "delivered", -moved), (destination, "pending", moved)], now)
     return int(moved)
+
+
+def _replay_blocks(
+    conn: sqlite3.Connection,
+    destination: str,
+    since: str,
+    until: str,
+    start: int,
+    end: int,
+    expander: blocks.Expander,
+    now: float,
+) -> int:
+    low, high = conn.execute("SELECT julianday(?), julianday(?)", (since, until)).fetchone()
+    if low is None or high is None:
+        return 0
+    candidates = conn.execute(
+        "SELECT e.seq, e.n, e.id, e.payload, d.status, d.done, d.moved"
+        " FROM events AS e INDEXED BY events_blocks JOIN deliveries AS d ON d.seq = e.seq"
+        " WHERE e.n IS NOT NULL AND e.seq > ? AND e.seq <= ? AND d.destination = ?"
+        " AND julianday(e.time) < ?",
+        (start, end, destination, high),
+    ).fetchall()
+    moved = 0
+    for top, n, block, stored, status, done, gone in candidates:
+        settled = blocks.full(n) if status == "delivered" else blocks.bits(done)
+        delivered = settled & ~blocks.bits(gone)
+        if not delivered:
+            continue
+        indexes = [i for i in range(n) if delivered >> i & 1]
+        back = _mask(
+            s.seq - (top - n + 1)
+            for s in expander.samples(conn, top, block, stored, indexes)
+            if low <= _julian(s.time) < high
+        )
+        if back:
+            conn.execute(
+                "UPDATE deliveries SET status = 'pending', done = ?, attempts = 0,"
+                " last_error = NULL, updated = ? WHERE destination = ? AND seq = ?",
+                (blocks.blob(settled & ~back), now, destination, top),
+            )
+            moved += back.bit_count()
+    return moved
+
+
+def _julian(iso_time: str) -> float:
+    """julianday() of an ISO 8601 time as Python computes it (the samples of a block are
+    not rows SQLite could compare)."""
+    when = datetime.fromisoformat(iso_time)
+    return when.timestamp() / 86_400.0 + 2_440_587.5
 
 
 def purge_dead_tx(

@@ -15,8 +15,16 @@ class EventRow(NamedTuple):
     type: str
     key: str  # ordering key: the machine
     time: str  # ISO 8601 UTC event time, for replay --since/--until
-    payload: bytes  # the CloudEvent JSON, sent as-is
+    payload: bytes  # the CloudEvent JSON, sent as-is (a block: its stored form)
     destinations: tuple[str, ...]  # one delivery row per destination
+    # 0: one event. Otherwise a block of this many samples (buffer.blocks): ``id`` is the
+    # block's, ``key`` empty, ``time`` its earliest sample's, ``payload`` blocks.encode's.
+    n: int = 0
+
+    @property
+    def samples(self) -> int:
+        """Events this row stands for."""
+        return self.n or 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,13 @@ took away: ``dropped:<reason>:<type>`` (reason ``full``, ``refused`` or ``expire
 
 Version 3 changes no table: from it on ``events.payload`` may hold a compressed payload
 (``buffer.payloads``), which only a floorgate that knows version 3 reads right.
+
+Version 4 adds sample blocks (``buffer.blocks``): ``events.n`` (NULL for an event, the
+sample count of a block, whose seq is the last of the ``n`` it stands for), the
+``deliveries`` bitmaps ``done`` (samples settled while the block is pending) and
+``moved`` (samples dead-lettered into rows of their own), and ``events_blocks``, a
+partial index of the blocks in ``seq`` order (to find the block of a sample's seq). The
+counters count samples.
 """
 
 from __future__ import annotations
@@ -88,6 +95,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # the new version makes an older floorgate refuse the file (SchemaTooNew) instead of
     # sending compressed bytes to its destinations as if they were the event.
     (),
+    (  # 3 -> 4: sample blocks (buffer.blocks)
+        "ALTER TABLE events ADD COLUMN n INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN done BLOB",
+        "ALTER TABLE deliveries ADD COLUMN moved BLOB",
+        "CREATE INDEX events_blocks ON events (seq) WHERE n IS NOT NULL",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -28,6 +28,7 @@ from agent.pipeline.events import (
     EnvelopeEncoder,
     MachineStateData,
     ProductionCountData,
+    SampleData,
     format_sequence,
     utcnow,
     uuid7_batch,
@@ -36,6 +37,7 @@ from agent.pipeline.routing import Router
 from agent.pipeline.shifts import ShiftCalendar
 from agent.rules import build_rules
 from agent.rules.base import Draft, Rule
+from buffer import blocks
 from buffer.rows import EventRow, Unstorable
 from buffer.sqlite import BufferStoreError, SqliteBuffer
 from drivers.base import Sample
@@ -138,6 +140,13 @@ class RuleEngine:
         self._ticking = [rule for rule in self.rules if rule.ticks]
         self._sequence = 0
         self._rows: list[EventRow] = []
+        # Samples made since the last hand-over, by destinations: each set becomes one
+        # sample block (buffer.blocks) when they are handed over. Their heads: template
+        # -> number, and the templates of each (source, machine, signal).
+        self._samples: dict[tuple[str, ...], list[blocks.BlockSample]] = {}
+        self._heads: dict[bytes, int] = {}
+        self._templates: dict[tuple[str, str, str], tuple[int, int, bytes, str | None]] = {}
+        self._sample_time: tuple[datetime, int] | None = None
         self._state: dict[str, str] = {}
         # The commit handed to the buffer and not yet confirmed: (rows, state, future).
         self._inflight: (
@@ -152,6 +161,11 @@ class RuleEngine:
         states = await self.buffer.load_state()
         self._sequence = int(states.get(SEQUENCE_KEY, "0"))
         self._links = {k: v for k, v in states.items() if k.startswith(STATE_EVENT_KEY + "/")}
+        for key, value in states.items():
+            if key.startswith(blocks.HEAD_KEY):
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: anew
+                    head = blocks.Head.from_text(value)
+                    self._heads[head.template] = int(key.removeprefix(blocks.HEAD_KEY))
         for key, value in states.items():
             if key.startswith(SHIFT_KEY + "/"):
                 with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: anew
@@ -181,7 +195,7 @@ class RuleEngine:
         try:
             while not self._stopping:
                 due = next_tick
-                if interval and (self._rows or self._state):
+                if interval and self._made():
                     due = min(due, handed_over + interval)
                 batches = await self._take(max(0.0, due - time.monotonic()))
                 for batch in batches:
@@ -196,7 +210,7 @@ class RuleEngine:
                     or time.monotonic() >= handed_over + interval
                     or self.health.commit_failing_since is not None  # held: retried each round
                 ):
-                    if self._rows or self._state:
+                    if self._made():
                         handed_over = time.monotonic()
                     await self._commit()
                 else:
@@ -207,6 +221,10 @@ class RuleEngine:
             await self._settle(final=True)  # asked to stop: what was handed over is durable
         finally:
             self.health.running = False
+
+    def _made(self) -> bool:
+        """Whether anything waits to be handed to the buffer."""
+        return bool(self._rows or self._state or self._samples)
 
     def request_stop(self) -> None:
         """Ask run() to return after its current round.
@@ -232,7 +250,7 @@ class RuleEngine:
         await self._commit(final=True)
 
     async def _take(self, wait: float) -> list[Sequence[Sample]]:
-        if self._rows and self.health.commit_failing_since is not None:
+        if self._made() and self.health.commit_failing_since is not None:
             return []  # a failed commit is pending: retry it before taking more
         batches: list[Sequence[Sample]] = []
         # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
@@ -302,6 +320,8 @@ class RuleEngine:
     def _to_row(self, rule: Rule, draft: Draft) -> EventRow | None:
         # Once per event: the hot path of ingest. Attribute chains and enum .value
         # lookups are hoisted (each costs as much as a dict lookup several times over).
+        if type(draft[2]) is SampleData and self._to_block(rule.machine, draft[1], draft[2]):
+            return None
         self._sequence += 1
         if not self._ids:
             self._ids = uuid7_batch(IDS_PER_DRAW)[::-1]  # pop() takes the oldest
@@ -342,6 +362,72 @@ class RuleEngine:
             self._router.route(event_type, machine),
         )
 
+    def _to_block(self, machine: str, when: datetime, data: SampleData) -> bool:
+        """Keep a sample for its destinations' next block; False when it cannot go in
+        one (its data needs a row of its own)."""
+        source = self._sources[machine]
+        found = self._templates.get((source, machine, data.signal))
+        if found is None:
+            found = self._templates[(source, machine, data.signal)] = self._sample_heads(
+                source, machine, data
+            )
+        good, other, prefix, unit = found
+        fragment = self._encoder.sample_fragment(data, prefix, unit)
+        if fragment is None:
+            return False
+        cached = self._sample_time
+        if cached is None or cached[0] is not when:
+            cached = self._sample_time = (when, blocks.time_us(when.astimezone(UTC)))
+        route = self._router.route(EventType.SAMPLE, machine)
+        made = self._samples.get(route)
+        if made is None:
+            made = self._samples[route] = []
+        made.append(blocks.BlockSample(good if fragment[0] else other, cached[1], fragment[1]))
+        counts = self.health.events_by_type
+        counts["sample"] = counts.get("sample", 0) + 1
+        return True
+
+    def _sample_heads(
+        self, source: str, machine: str, data: SampleData
+    ) -> tuple[int, int, bytes, str | None]:
+        """A signal's two heads (a good reading in its unit, any other), numbered; a head
+        not yet in the buffer goes in with the next hand-over."""
+        good, other, prefix = self._encoder.sample_templates(
+            source, machine, data.signal, data.unit
+        )
+        numbers = []
+        for template in (good, other):
+            number = self._heads.get(template)
+            if number is None:
+                number = self._heads[template] = max(self._heads.values(), default=-1) + 1
+                head = blocks.Head(_TYPE_VALUES[EventType.SAMPLE], machine, template)
+                self._state[f"{blocks.HEAD_KEY}{number}"] = head.to_text()
+            numbers.append(number)
+        return numbers[0], numbers[1], prefix, data.unit
+
+    def _blocks(self) -> list[EventRow]:
+        """The samples made since the last hand-over, as blocks: one per set of
+        destinations (more past blocks.MAX_SAMPLES). Each takes its sequences now."""
+        made: list[EventRow] = []
+        for route, samples in self._samples.items():
+            for start in range(0, len(samples), blocks.MAX_SAMPLES):
+                chunk = samples[start : start + blocks.MAX_SAMPLES]
+                payload, base = blocks.encode(self._sequence + 1, chunk)
+                self._sequence += len(chunk)
+                made.append(
+                    EventRow(
+                        blocks.block_id(uuid7_batch(1)[0]),
+                        _TYPE_VALUES[EventType.SAMPLE],
+                        "",
+                        blocks.iso(base).isoformat(),
+                        payload,
+                        route,
+                        len(chunk),
+                    )
+                )
+        self._samples = {}
+        return made
+
     def _count_in_shift(self, machine: str, data: ProductionCountData) -> None:
         """Add a count event's parts to its machine's shift total, in the commit that
         stores the event. A new shift starts the total anew; parts of a window that
@@ -376,8 +462,11 @@ class RuleEngine:
         self._ids = []
         if not await self._settle(final) and not final:
             return  # the next round retries (it takes no samples while events are held)
-        if not self._rows and not self._state:
+        if not self._made():
             return
+        if self._samples:
+            # Blocks go before the other events (a held block keeps its place and ids).
+            self._rows = self._blocks() + self._rows
         self._state[SEQUENCE_KEY] = str(self._sequence)
         rows, state = self._rows, self._state
         self._rows, self._state = [], {}
@@ -411,7 +500,7 @@ class RuleEngine:
             self._inflight = None
             self._rows = rows + self._rows
             self._state = {**state, **self._state}
-            self.health.pending_events = len(self._rows)
+            self.health.pending_events = sum(row.samples for row in self._rows)
             self._commit_failed(str(exc))
             if not final:
                 await asyncio.sleep(1.0)
@@ -444,17 +533,24 @@ class RuleEngine:
         # only sample heartbeats keep coming; beyond the limit the oldest held samples go.
         # States, counts and alarms are kept (few: they need samples to be made).
         held_limit = 10_000
-        excess = len(self._rows) - held_limit
+        excess = sum(row.samples for row in self._rows) - held_limit
         if excess > 0:
-            samples = [i for i, row in enumerate(self._rows) if row.type == "sample"][:excess]
+            samples: list[int] = []
+            for i, row in enumerate(self._rows):
+                if excess <= 0:
+                    break
+                if row.type == "sample":
+                    samples.append(i)
+                    excess -= row.samples
             if samples:
                 gone = set(samples)
+                dropped = sum(self._rows[i].samples for i in gone)
                 self._rows = [row for i, row in enumerate(self._rows) if i not in gone]
                 if self.health.held_samples_dropped_episode == 0:
                     log.warning(
                         "buffer still not writable; dropping the oldest held samples limit=%d",
                         held_limit,
                     )
-                self.health.held_samples_dropped += len(gone)
-                self.health.held_samples_dropped_episode += len(gone)
-                self.health.pending_events = len(self._rows)
+                self.health.held_samples_dropped += dropped
+                self.health.held_samples_dropped_episode += dropped
+                self.health.pending_events = sum(row.samples for row in self._rows)

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent.config.common import EventType
 from agent.config.rules import CountKind, MachineStateValue, Severity
+from buffer.blocks import SLOT_ID, SLOT_SEQUENCE, SLOT_TIME, SLOT_VALUE
 
 
 def _utc(value: datetime) -> datetime:
@@ -250,6 +251,60 @@ class EnvelopeEncoder:
                 b"}",
             )
         )
+
+    def sample_templates(
+        self, source: str, machine: str, signal: str, unit: str | None
+    ) -> tuple[bytes, bytes, bytes]:
+        """A signal's sample events as sample block heads (buffer.blocks): the bytes
+        ``encode`` gives, with slots for the id, time, sequence and a fragment of the
+        data. Returns (the template of a good reading in ``unit``, whose fragment is the
+        value alone; the template of any other, whose fragment is what follows the
+        machine and signal; the data up to them, for ``sample_fragment``)."""
+        head = self._heads.get((source, EventType.SAMPLE))
+        if head is None:
+            head = self._heads[(source, EventType.SAMPLE)] = (
+                b'","source":' + orjson.dumps(source) + b',"type":"sample"'
+            )
+        prefix = orjson.dumps({"machine": machine, "signal": signal})[:-1] + b","
+        envelope = b"".join(
+            (
+                b'{"specversion":"1.0","id":"',
+                SLOT_ID,
+                head,
+                b',"time":',
+                SLOT_TIME,
+                b',"datacontenttype":"application/json","sequence":"',
+                SLOT_SEQUENCE,
+                self._tail,
+                prefix,
+            )
+        )
+        unit_part = b',"unit":' + orjson.dumps(unit) if unit is not None else b""
+        good = envelope + b'"value":' + SLOT_VALUE + unit_part + b',"quality":"good"}}'
+        return good, envelope + SLOT_VALUE + b"}", prefix
+
+    @staticmethod
+    def sample_fragment(
+        data: SampleData, prefix: bytes, unit: str | None
+    ) -> tuple[bool, bytes] | None:
+        """What fills a sample's slot: (True, the value) for a good reading in ``unit``
+        (the good template), else (False, what of its data ``encode`` writes after
+        ``prefix``). None when orjson cannot write it (an integer beyond 64 bits): the
+        event is then stored as a row of its own."""
+        try:
+            if (
+                data.quality == "good"
+                and data.value is not None
+                and data.reason is None
+                and data.unit == unit
+            ):
+                return True, orjson.dumps(data.value)
+            body = orjson.dumps({k: v for k, v in data.__dict__.items() if v is not None})
+        except orjson.JSONEncodeError:
+            return None
+        if not body.startswith(prefix):
+            return None
+        return False, body[len(prefix) :]
 
 
 def utcnow() -> datetime:

@@ -76,6 +76,8 @@ class Agent:
         )
         # Set once: a change of the buffer section needs a restart (agent.service.reload).
         self.buffer.keep_samples(config.buffer.sample_retention)
+        # Acks ride in the engine's next append (one commit a second instead of two).
+        self.buffer.ack_with_appends(config.buffer.commit_interval)
         if self.buffer.corrupt_moved_to:
             log.error("buffer was corrupt; moved aside path=%s", self.buffer.corrupt_moved_to)
         self.buffer_stats = await self.buffer.stats()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -125,6 +126,10 @@ async def test_when_only_protected_events_remain_new_samples_are_refused(tmp_pat
         ) as caught:
             for _ in range(1000):
                 batch = ids.rows(["production.count", "alarm", "machine.state", "sample"])
+                # A sample that takes more room than the rest of the batch (a block of
+                # samples does): once no sample is left to drop, the protected events
+                # still fit where it does not, whatever the file's page geometry.
+                batch[-1] = batch[-1]._replace(payload=os.urandom(3000))
                 await buf.append(batch)
                 counts += [r.id for r in batch if r.type != "sample"]
         assert str(path) in str(caught.value)

@@ -126,11 +126,11 @@ async def test_after_the_interval_what_waited_is_committed_without_a_stop(tmp_pa
 def test_commit_interval_is_a_duration_of_at_most_10s(tmp_path: Path) -> None:
     raw = line_config(tmp_path / "state", 5020, "http://127.0.0.1:9/events", 0)
     assert (
-        load_config(write_config(tmp_path / "d.yaml", raw), environ={}).buffer.commit_interval == 0
+        load_config(write_config(tmp_path / "d.yaml", raw), environ={}).buffer.commit_interval == 2
     )
-    raw["buffer"] = {"commit_interval": "1s"}
+    raw["buffer"] = {"commit_interval": "0s"}
     assert (
-        load_config(write_config(tmp_path / "ok.yaml", raw), environ={}).buffer.commit_interval == 1
+        load_config(write_config(tmp_path / "ok.yaml", raw), environ={}).buffer.commit_interval == 0
     )
     for wrong, expected in (("20s", "10"), ("-1s", "0"), ("soon", "duration")):
         raw["buffer"] = {"commit_interval": wrong}
