@@ -94,6 +94,7 @@ class Sample(NamedTuple):
     key: str
     time: str  # ISO 8601 (for replay's --since/--until)
     payload: bytes
+    time_us: int  # the same, in microseconds since the epoch
 
 
 def block_id(fresh_uuid: str) -> str:
@@ -118,6 +119,11 @@ def parse_sample_id(ident: str) -> tuple[str, int] | None:
 
 def iso(time_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=time_us)
+
+
+def julian_day(at_us: int) -> float:
+    """What SQLite's julianday() gives for this time: it keeps whole milliseconds."""
+    return ((at_us + 500) // 1000 + 210_866_760_000_000) / 86_400_000.0
 
 
 def time_us(when: datetime) -> int:
@@ -231,7 +237,8 @@ class Expander:
         first = top - len(decoded) + 1
         for i in indexes:
             head = self.head(conn, decoded.heads[i])
-            when = iso(decoded.base_us + decoded.offsets[i])
+            at_us = decoded.base_us + decoded.offsets[i]
+            when = iso(at_us)
             payload = (
                 head.template.replace(SLOT_ID, sample_id(block, i).encode())
                 .replace(SLOT_TIME, orjson.dumps(when, option=orjson.OPT_UTC_Z))
@@ -239,7 +246,13 @@ class Expander:
                 .replace(SLOT_VALUE, decoded.fragments[i])
             )
             yield Sample(
-                first + i, sample_id(block, i), head.type, head.key, when.isoformat(), payload
+                first + i,
+                sample_id(block, i),
+                head.type,
+                head.key,
+                when.isoformat(),
+                payload,
+                at_us,
             )
 
 

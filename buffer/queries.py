@@ -12,7 +12,6 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -221,13 +220,20 @@ def append_tx(
 
 def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
     """Events and sample blocks (an id already stored is ignored) with their pending
-    deliveries and the counters, in the caller's transaction. Returns how many events
-    were stored (a block counts its samples). Blocks take their seqs first: within one
-    commit a machine's samples come before the states, counts and alarms made with
-    them."""
-    stored = _insert_blocks(conn, [r for r in rows if r.n], now)
-    single = [r for r in rows if not r.n]
-    return stored + (_insert_single(conn, single, now) if single else 0)
+    deliveries and the counters, in the caller's transaction, taking seqs in the order
+    given (the engine's hand-over order, which its sequences follow). Returns how many
+    events were stored (a block counts its samples)."""
+    stored = 0
+    start = 0
+    for at, row in enumerate([*rows, None]):
+        if row is not None and not row.n:
+            continue
+        if at > start:  # the events since the last block, in one statement
+            stored += _insert_single(conn, rows[start:at], now)
+        if row is not None:
+            stored += _insert_blocks(conn, [row], now)
+        start = at + 1
+    return stored
 
 
 def _insert_blocks(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
@@ -806,8 +812,9 @@ def _block_sample(
         " FROM deliveries WHERE seq = ? ORDER BY destination",
         (top,),
     ):
-        if blocks.bits(moved) >> index & 1 and dest in own:
-            deliveries.append(own[dest])
+        if blocks.bits(moved) >> index & 1:  # dead-lettered: its own row says (gone: purged)
+            if dest in own:
+                deliveries.append(own[dest])
             continue
         settled = status == "delivered" or blocks.bits(done) >> index & 1
         deliveries.append(
@@ -902,7 +909,7 @@ def _replay_blocks(
         back = _mask(
             s.seq - (top - n + 1)
             for s in expander.samples(conn, top, block, stored, indexes)
-            if low <= _julian(s.time) < high
+            if low <= blocks.julian_day(s.time_us) < high
         )
         if back:
             conn.execute(
@@ -912,13 +919,6 @@ def _replay_blocks(
             )
             moved += back.bit_count()
     return moved
-
-
-def _julian(iso_time: str) -> float:
-    """julianday() of an ISO 8601 time as Python computes it (the samples of a block are
-    not rows SQLite could compare)."""
-    when = datetime.fromisoformat(iso_time)
-    return when.timestamp() / 86_400.0 + 2_440_587.5
 
 
 def purge_dead_tx(

@@ -106,6 +106,9 @@ SAMPLE_PRUNE_CHUNK = 1000  # samples examined per transaction of prune_samples
 # oldest are forgotten: the hourly full pass prunes what they held.
 DELIVERED_RANGES = 10_000
 RANGE_MERGE_SECONDS = 1.0  # acks this close in time, with touching seqs, make one range
+# ack_with_appends: acks waiting for an append past this many events are committed at
+# once (a crash resends what waited; a destination draining a backlog acks that fast).
+MAX_WAITING_ACKS = 5000
 RECORD_WRITTEN_EVERY = 60.0  # seconds between updates of the written counters in the file
 REJECTED_LOGGED = 10  # rejected rows logged one by one per append; the rest are summed up
 
@@ -469,7 +472,7 @@ class SqliteBuffer:
                 kept,
                 {k: v for k, v in state.items() if k not in bad_keys},
                 conn,
-                rejected=Counter(_printable(r.row.type) for r in rejected if r.row is not None),
+                rejected=_by_type(rejected),
                 acks=acks,
             )
             self._stored(kept, stored, conn)
@@ -565,7 +568,9 @@ class SqliteBuffer:
         if self._ack_wait:
             done = asyncio.get_running_loop().create_future()
             self._waiting_acks.append((destination, tuple(seqs), done))
-            if self._ack_timer is None:
+            if sum(len(s) for _, s, _ in self._waiting_acks) >= MAX_WAITING_ACKS:
+                self._flush_acks()  # a backlog streams: commit them now (and resend few)
+            elif self._ack_timer is None:
                 self._ack_timer = asyncio.get_running_loop().call_later(
                     self._ack_wait, self._flush_acks
                 )
@@ -609,7 +614,7 @@ class SqliteBuffer:
 
         def settle(done: asyncio.Future[None]) -> None:
             error = done.exception()
-            if isinstance(error, sqlite3.Error):
+            if error is not None and not isinstance(error, BufferStoreError):
                 error = BufferStoreError(f"buffer {self.path}: ack failed: {describe_error(error)}")
             _settle_all(waiting, error)
 
@@ -839,6 +844,15 @@ class SqliteBuffer:
             raise BufferStoreError(message) from exc
         except (ValueError, zstandard.ZstdError) as exc:  # a sample block it cannot read
             raise BufferStoreError(f"buffer {self.path}: {doing} failed: {exc}") from exc
+
+
+def _by_type(rejected: Sequence[Unstorable]) -> Counter[str]:
+    """The events left out, by type (a block counts its samples)."""
+    found: Counter[str] = Counter()
+    for item in rejected:
+        if item.row is not None:
+            found[_printable(item.row.type)] += item.row.samples
+    return found
 
 
 def _settle_all(

@@ -69,6 +69,14 @@ class RetryAfterOrBackoff:
 MAX_HELD_ACKS = 5000
 
 
+async def _both(first: asyncio.Future[None], second: asyncio.Future[None]) -> None:
+    """Two acks in flight as one: done when both are, raising the first failure."""
+    try:
+        await asyncio.shield(first)
+    finally:
+        await asyncio.shield(second)
+
+
 @dataclass
 class DeliverySettings:
     batch_size: int
@@ -232,13 +240,19 @@ class DeliveryLoop:
         await self._commit_held_acks()
 
     async def _commit_held_acks(self) -> None:
-        """Hand the held acks to the buffer once the ack in flight is through. Waiting
-        first: if that raises (the last ack failed) or is cancelled, they are still held,
-        not lost (their events would be sent again)."""
-        await self._wait_for_ack()
+        """Hand the held acks to the buffer. An ack in flight that is through is waited
+        for first: if it failed (raised here) or was cancelled, these are still held, not
+        lost (their events would be sent again). One still waiting (the buffer commits
+        acks with its next append, ack_with_appends) is not: both wait together, and the
+        loop sends on meanwhile."""
+        acking = self._acking
+        if acking is None or acking.done():
+            await self._wait_for_ack()
+            acking = None
         held, self._held_acks = self._held_acks, []
         self._acked_at = time.monotonic()
-        self._acking = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, held))
+        ack = asyncio.ensure_future(self.buffer.ack(self.forwarder.name, held))
+        self._acking = ack if acking is None else asyncio.ensure_future(_both(acking, ack))
 
     @contextlib.contextmanager
     def _in_flight(self) -> Iterator[None]:

@@ -57,6 +57,12 @@ MAX_SAMPLES_PER_ROUND = 2000
 # dropped when the round ends, so an id's timestamp is never older than its round.
 IDS_PER_DRAW = 64
 _TYPE_VALUES: dict[EventType, str] = {t: t.value for t in EventType}
+# An event's sequence is given when it is handed over, in the order the buffer stores
+# (blocks as they come, then the other events), so that it follows the delivery order.
+_UNNUMBERED = format_sequence(0)
+_UNNUMBERED_FIELD = b'"sequence":"' + _UNNUMBERED.encode() + b'"'
+# Samples per block at most: a block is the unit the held-events bound drops.
+BLOCK_SAMPLES = 5000
 
 
 @dataclass
@@ -145,6 +151,7 @@ class RuleEngine:
         # -> number, and the templates of each (source, machine, signal).
         self._samples: dict[tuple[str, ...], list[blocks.BlockSample]] = {}
         self._heads: dict[bytes, int] = {}
+        self._next_head = 0
         self._templates: dict[tuple[str, str, str], tuple[int, int, bytes, str | None]] = {}
         self._sample_time: tuple[datetime, int] | None = None
         self._state: dict[str, str] = {}
@@ -163,9 +170,12 @@ class RuleEngine:
         self._links = {k: v for k, v in states.items() if k.startswith(STATE_EVENT_KEY + "/")}
         for key, value in states.items():
             if key.startswith(blocks.HEAD_KEY):
-                with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: anew
-                    head = blocks.Head.from_text(value)
-                    self._heads[head.template] = int(key.removeprefix(blocks.HEAD_KEY))
+                with contextlib.suppress(ValueError):
+                    number = int(key.removeprefix(blocks.HEAD_KEY))
+                    # Even an unreadable head keeps its number: blocks refer to it.
+                    self._next_head = max(self._next_head, number + 1)
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        self._heads[blocks.Head.from_text(value).template] = number
         for key, value in states.items():
             if key.startswith(SHIFT_KEY + "/"):
                 with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: anew
@@ -322,7 +332,6 @@ class RuleEngine:
         # lookups are hoisted (each costs as much as a dict lookup several times over).
         if type(draft[2]) is SampleData and self._to_block(rule.machine, draft[1], draft[2]):
             return None
-        self._sequence += 1
         if not self._ids:
             self._ids = uuid7_batch(IDS_PER_DRAW)[::-1]  # pop() takes the oldest
         event_id = self._ids.pop()
@@ -341,7 +350,7 @@ class RuleEngine:
                 source=self._sources[machine],
                 type=event_type,
                 time=when,
-                sequence=format_sequence(self._sequence),
+                sequence=_UNNUMBERED,  # numbered at hand-over (_number)
                 data=data,
             )
         except ValueError as exc:  # a rule bug must not stop the line: count it and say so
@@ -399,7 +408,8 @@ class RuleEngine:
         for template in (good, other):
             number = self._heads.get(template)
             if number is None:
-                number = self._heads[template] = max(self._heads.values(), default=-1) + 1
+                number = self._heads[template] = self._next_head
+                self._next_head += 1
                 head = blocks.Head(_TYPE_VALUES[EventType.SAMPLE], machine, template)
                 self._state[f"{blocks.HEAD_KEY}{number}"] = head.to_text()
             numbers.append(number)
@@ -407,11 +417,11 @@ class RuleEngine:
 
     def _blocks(self) -> list[EventRow]:
         """The samples made since the last hand-over, as blocks: one per set of
-        destinations (more past blocks.MAX_SAMPLES). Each takes its sequences now."""
+        destinations (more past BLOCK_SAMPLES). Each takes its sequences now."""
         made: list[EventRow] = []
         for route, samples in self._samples.items():
-            for start in range(0, len(samples), blocks.MAX_SAMPLES):
-                chunk = samples[start : start + blocks.MAX_SAMPLES]
+            for start in range(0, len(samples), BLOCK_SAMPLES):
+                chunk = samples[start : start + BLOCK_SAMPLES]
                 payload, base = blocks.encode(self._sequence + 1, chunk)
                 self._sequence += len(chunk)
                 made.append(
@@ -427,6 +437,21 @@ class RuleEngine:
                 )
         self._samples = {}
         return made
+
+    def _number(self, rows: list[EventRow]) -> list[EventRow]:
+        """What is handed over, in the order the buffer stores it: the rows held from a
+        failed commit (numbered then), the new blocks, the new events; each not yet
+        numbered takes the next sequences now."""
+        held = [row for row in rows if row.n or _UNNUMBERED_FIELD not in row.payload]
+        fresh = [row for row in rows if not row.n and _UNNUMBERED_FIELD in row.payload]
+        ordered = held + self._blocks()
+        for row in fresh:
+            self._sequence += 1
+            numbered = b'"sequence":"' + format_sequence(self._sequence).encode() + b'"'
+            ordered.append(
+                row._replace(payload=row.payload.replace(_UNNUMBERED_FIELD, numbered, 1))
+            )
+        return ordered
 
     def _count_in_shift(self, machine: str, data: ProductionCountData) -> None:
         """Add a count event's parts to its machine's shift total, in the commit that
@@ -464,9 +489,7 @@ class RuleEngine:
             return  # the next round retries (it takes no samples while events are held)
         if not self._made():
             return
-        if self._samples:
-            # Blocks go before the other events (a held block keeps its place and ids).
-            self._rows = self._blocks() + self._rows
+        self._rows = self._number(self._rows)
         self._state[SEQUENCE_KEY] = str(self._sequence)
         rows, state = self._rows, self._state
         self._rows, self._state = [], {}
@@ -500,13 +523,13 @@ class RuleEngine:
             self._inflight = None
             self._rows = rows + self._rows
             self._state = {**state, **self._state}
-            self.health.pending_events = sum(row.samples for row in self._rows)
+            self.health.pending_events = self._held()
             self._commit_failed(str(exc))
             if not final:
                 await asyncio.sleep(1.0)
             return False
         self._inflight = None
-        self.health.dropped_rejected += sum(1 for r in rejected if r.row is not None)
+        self.health.dropped_rejected += sum(r.row.samples for r in rejected if r.row is not None)
         if self.health.commit_failing_since is not None:
             log.info(
                 "buffer writable again pending=%d held_samples_dropped=%d",
@@ -533,24 +556,38 @@ class RuleEngine:
         # only sample heartbeats keep coming; beyond the limit the oldest held samples go.
         # States, counts and alarms are kept (few: they need samples to be made).
         held_limit = 10_000
-        excess = sum(row.samples for row in self._rows) - held_limit
-        if excess > 0:
-            samples: list[int] = []
-            for i, row in enumerate(self._rows):
-                if excess <= 0:
-                    break
-                if row.type == "sample":
-                    samples.append(i)
-                    excess -= row.samples
-            if samples:
-                gone = set(samples)
-                dropped = sum(self._rows[i].samples for i in gone)
-                self._rows = [row for i, row in enumerate(self._rows) if i not in gone]
-                if self.health.held_samples_dropped_episode == 0:
-                    log.warning(
-                        "buffer still not writable; dropping the oldest held samples limit=%d",
-                        held_limit,
-                    )
-                self.health.held_samples_dropped += dropped
-                self.health.held_samples_dropped_episode += dropped
-                self.health.pending_events = sum(row.samples for row in self._rows)
+        excess = self._held() - held_limit
+        if excess <= 0:
+            return
+        dropped = 0
+        kept: list[EventRow] = []
+        for row in self._rows:  # the oldest first: held blocks and samples, whole
+            if excess > 0 and row.type == "sample":
+                excess -= row.samples
+                dropped += row.samples
+            else:
+                kept.append(row)
+        self._rows = kept
+        for made in self._samples.values():  # then those not yet in a block
+            cut = min(max(excess, 0), len(made))
+            del made[:cut]
+            excess -= cut
+            dropped += cut
+        self._samples = {route: made for route, made in self._samples.items() if made}
+        if not dropped:
+            return
+        if self.health.held_samples_dropped_episode == 0:
+            log.warning(
+                "buffer still not writable; dropping the oldest held samples limit=%d",
+                held_limit,
+            )
+        self.health.held_samples_dropped += dropped
+        self.health.held_samples_dropped_episode += dropped
+        self.health.pending_events = self._held()
+
+    def _held(self) -> int:
+        """Events held in memory: rows (a block counts its samples) and samples made
+        since the last hand-over."""
+        return sum(row.samples for row in self._rows) + sum(
+            len(made) for made in self._samples.values()
+        )

@@ -170,13 +170,37 @@ async def test_a_refused_sample_becomes_a_dead_letter_of_its_own(tmp_path: Path)
         assert {d.destination: d.status for d in shown.deliveries} == {"a": "dead", "b": "pending"}
         # b takes the whole block, the refused sample too, from the block.
         assert [e.id for e in await buf.claim("b", 100)] == made.ids
-        assert await buf.requeue("a") == 1
+    finally:
+        await buf.close()
+    with OperatorBuffer(path) as op:  # the operator names it by the id it was sent with
+        assert op.requeue("a", made.ids[3]) == 1
+    buf = await SqliteBuffer.open(path)
+    try:
         (again,) = await buf.claim("a", 100)
         assert (again.id, again.payload) == (made.ids[3], made.payloads[3])
         await buf.ack("a", [again.seq])
         assert (await buf.stats()).destinations["a"].delivered == 8
     finally:
         await buf.close()
+    counters_match(path)
+
+
+async def test_a_purged_dead_sample_shows_no_delivery_for_its_destination(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.db"
+    made = BlockMaker().block(4, ("a", "b"))
+    buf = await SqliteBuffer.open(path)
+    try:
+        await buf.append([made.row], made.state)
+        claimed = await buf.claim("a", 100)
+        await buf.dead_letter("a", {claimed[1].seq: "HTTP 422"})
+        assert await buf.purge_dead("a") == 1
+        shown = await buf.show(made.ids[1])
+    finally:
+        await buf.close()
+    assert shown is not None
+    assert [(d.destination, d.status) for d in shown.deliveries] == [("b", "pending")]
     counters_match(path)
 
 

@@ -349,3 +349,41 @@ async def wait_for_delivered(buffer: SqliteBuffer, count: int) -> None:
     async with asyncio.timeout(20):
         while (await buffer.stats()).destinations[DEST].delivered < count:
             await asyncio.sleep(0.02)
+
+
+async def test_acks_waiting_for_the_next_append_do_not_hold_the_sends_up(
+    buffer: SqliteBuffer, receiver: EventReceiver
+) -> None:
+    """With the buffer committing acks in its next append (commit_interval), each batch's
+    ack waits for that append; the loop sends on meanwhile instead of waiting for each
+    ack in turn, and the append commits them all."""
+    buffer.ack_with_appends(3600.0)  # no ack commits alone within this test
+    await buffer.append([event_row(n, "m1") for n in range(1, 101)])
+    config = HttpDestinationConfig.model_validate(
+        {"name": DEST, "type": "http", "url": receiver.url, "timeout": "5s", "batch_size": 10}
+    )
+    loop = DeliveryLoop(
+        WebhookForwarder(config),
+        buffer,
+        DeliverySettings(batch_size=10, retry=RetryConfig(initial="10ms", max="50ms")),
+        DestinationHealth(name=DEST, type="http"),
+        asyncio.Event(),
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(20):
+            while len(receiver.events) < 100:  # all ten batches sent, no ack committed yet
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        assert (await buffer.stats()).destinations[DEST].delivered == 0
+        await buffer.append([event_row(101, "m1")])  # the engine's next hand-over
+        await wait_for_delivered(buffer, 100)
+        async with asyncio.timeout(20):
+            while len(receiver.events) < 101:  # and the new event is sent after them
+                await asyncio.sleep(0.02)
+    finally:
+        await buffer.close()  # commits the last ack, which waits for an append
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert receiver.duplicates == 0

@@ -15,11 +15,12 @@ from agent.config.models import FloorgateConfig
 from agent.pipeline.engine import RuleEngine
 from agent.pipeline.events import Event
 from buffer import blocks
-from buffer.sqlite import SqliteBuffer
+from buffer.rows import EventRow
+from buffer.sqlite import BufferStoreError, SqliteBuffer
 from drivers.base import Quality, Sample
 
 
-def _config(tmp_path: Path, signals: int) -> FloorgateConfig:
+def _config(tmp_path: Path, signals: int, commit_interval: str = "2s") -> FloorgateConfig:
     names = [f"m1.t{i}" for i in range(signals)]
     return FloorgateConfig.model_validate(
         {
@@ -55,6 +56,7 @@ def _config(tmp_path: Path, signals: int) -> FloorgateConfig:
                 }
             ],
             "destinations": [{"name": "mw", "type": "http", "url": "http://127.0.0.1:9/e"}],
+            "buffer": {"commit_interval": commit_interval},
         }
     )
 
@@ -114,7 +116,8 @@ async def test_samples_are_stored_in_blocks_and_sent_as_the_events_they_were(
     # Ids are unique and name their block; sequences are unique across all events.
     assert len({e["id"] for e in events}) == len(events)
     assert all(blocks.parse_sample_id(e["id"]) is not None for e in samples)
-    assert len({e["sequence"] for e in events}) == len(events)
+    # Sequences follow the order the events are stored and sent in.
+    assert [int(e["sequence"]) for e in events] == sorted({int(e["sequence"]) for e in events})
     assert [e.seq for e in claimed] == sorted(e.seq for e in claimed)
     assert any(e["type"] == "machine.state" for e in events)
     conn = sqlite3.connect(path)
@@ -148,3 +151,57 @@ async def test_heads_survive_a_restart_and_new_signals_get_new_numbers(tmp_path:
     assert signals == ["m1.t0", "m1.t1", "m1.t0", "m1.t1", "m1.t2"]
     sequences = [orjson.loads(e.payload)["sequence"] for e in claimed]
     assert sequences == sorted(set(sequences))
+
+
+async def test_after_a_failed_commit_the_held_events_go_first_in_sequence_order(
+    tmp_path: Path,
+) -> None:
+    """The first hand-over fails (a full disk) after the next poll was taken: the held
+    block and state event are stored before that poll's samples, and every sequence
+    follows the order of delivery."""
+    path = tmp_path / "buffer.db"
+    start = datetime(2026, 12, 2, 8, 0, 0, tzinfo=UTC)
+    buffer = await SqliteBuffer.open(path)
+    submit = buffer.submit
+    calls = 0
+
+    def first_fails_late(rows: list[EventRow], state: dict[str, str]) -> asyncio.Future[object]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return submit(rows, state)  # type: ignore[return-value]
+        loop = asyncio.get_running_loop()
+        failed: asyncio.Future[object] = loop.create_future()
+        loop.call_later(0.3, failed.set_exception, BufferStoreError("disk full (test)"))
+        return failed
+
+    buffer.submit = first_fails_late  # type: ignore[method-assign]
+    try:
+        engine = RuleEngine(_config(tmp_path, 3, "0.5s"), buffer)
+        await engine.restore()
+        task = asyncio.create_task(engine.run())
+        try:
+            first = _poll(3, 1.0, start)
+            first.append(Sample("m1.state", 1, Quality.GOOD, start))
+            await engine.sink(first)
+            async with asyncio.timeout(10):
+                while calls < 1:
+                    await asyncio.sleep(0.01)
+            await engine.sink(_poll(3, 2.0, start + timedelta(seconds=1)))  # while in flight
+            async with asyncio.timeout(10):
+                while calls < 2 or engine.health.commit_failing_since is not None:
+                    await asyncio.sleep(0.01)
+        finally:
+            engine.request_stop()
+            await task
+            await engine.stop()
+        claimed = await buffer.claim("mw", 1000)
+    finally:
+        await buffer.close()
+    events = [orjson.loads(e.payload) for e in claimed]
+    assert [(e["type"], e["time"]) for e in events] == [
+        *[("sample", "2026-12-02T08:00:00Z")] * 3,
+        ("machine.state", "2026-12-02T08:00:00Z"),
+        *[("sample", "2026-12-02T08:00:01Z")] * 3,
+    ]
+    assert [int(e["sequence"]) for e in events] == list(range(1, 8))
