@@ -60,7 +60,7 @@ VERSION = 1
 _HEADER = struct.Struct("<BQqI")  # version, first sequence, base time (µs), count
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEVEL = 3
-DECODED_CACHED = 16  # decoded blocks kept per buffer (claims of a block come in batches)
+DECODED_CACHED = 4  # decoded blocks kept per buffer (claims of a block come in batches)
 
 
 class BlockSample(NamedTuple):
@@ -73,16 +73,30 @@ class Head(NamedTuple):
     type: str
     key: str
     template: bytes
+    # Another head whose template goes before this one's: what many heads share (a
+    # sample's envelope, per source) is written once. None: the template is whole.
+    base: int | None = None
 
     def to_text(self) -> str:
-        return orjson.dumps(
-            {"type": self.type, "key": self.key, "template": self.template.decode("latin-1")}
-        ).decode()
+        found: dict[str, object] = {
+            "type": self.type,
+            "key": self.key,
+            "template": self.template.decode("latin-1"),
+        }
+        if self.base is not None:
+            found["base"] = self.base
+        return orjson.dumps(found).decode()
 
     @classmethod
     def from_text(cls, text: str) -> Head:
         found = orjson.loads(text)
-        return cls(found["type"], found["key"], found["template"].encode("latin-1"))
+        base = found.get("base")
+        return cls(
+            found["type"],
+            found["key"],
+            found["template"].encode("latin-1"),
+            None if base is None else int(base),
+        )
 
 
 class Sample(NamedTuple):
@@ -122,8 +136,12 @@ def iso(time_us: int) -> datetime:
 
 
 def julian_day(at_us: int) -> float:
-    """What SQLite's julianday() gives for this time: it keeps whole milliseconds."""
-    return ((at_us + 500) // 1000 + 210_866_760_000_000) / 86_400_000.0
+    """What SQLite's julianday() gives for this time's ISO text: whole milliseconds, the
+    seconds rounded as SQLite does (as a double: ``(int)(s * 1000 + 0.5)``)."""
+    minutes_ms = at_us // 60_000_000 * 60_000
+    # As SQLite parses "SS.ffffff": the digits as a number, over 10 ** 6, plus the seconds.
+    seconds = at_us // 1_000_000 % 60 + float(at_us % 1_000_000) / 1_000_000.0
+    return (minutes_ms + int(seconds * 1000 + 0.5) + 210_866_760_000_000) / 86_400_000.0
 
 
 def time_us(when: datetime) -> int:
@@ -215,6 +233,7 @@ class Expander:
         return found
 
     def head(self, conn: sqlite3.Connection, number: int) -> Head:
+        """The head as stored (its template without its base's)."""
         found = self._heads.get(number)
         if found is None:
             row = conn.execute(
@@ -224,6 +243,12 @@ class Expander:
                 raise ValueError(f"sample block refers to head {number}, which the file lacks")
             found = self._heads[number] = Head.from_text(row[0])
         return found
+
+    def template(self, conn: sqlite3.Connection, head: Head) -> bytes:
+        """A head's whole template: its base's, then its own (one level of bases)."""
+        if head.base is None:
+            return head.template
+        return self.head(conn, head.base).template + head.template
 
     def samples(
         self,
@@ -240,7 +265,8 @@ class Expander:
             at_us = decoded.base_us + decoded.offsets[i]
             when = iso(at_us)
             payload = (
-                head.template.replace(SLOT_ID, sample_id(block, i).encode())
+                self.template(conn, head)
+                .replace(SLOT_ID, sample_id(block, i).encode())
                 .replace(SLOT_TIME, orjson.dumps(when, option=orjson.OPT_UTC_Z))
                 .replace(SLOT_SEQUENCE, f"{decoded.first_sequence + i:020d}".encode())
                 .replace(SLOT_VALUE, decoded.fragments[i])

@@ -589,6 +589,13 @@ class SqliteBuffer:
         pages; docs/buffer.md, "The flash budget"); with no append by then, alone. 0: each
         ack commits at once (the default)."""
         self._ack_wait = wait
+        if not wait:
+            self._flush_acks()  # no append will come for those waiting
+
+    @property
+    def acks_wait_for_appends(self) -> bool:
+        """Whether an ack may wait for the next append (ack_with_appends)."""
+        return bool(self._ack_wait)
 
     def _take_waiting_acks(self) -> list[tuple[str, tuple[int, ...], asyncio.Future[None]]]:
         if self._ack_timer is not None:
@@ -599,8 +606,7 @@ class SqliteBuffer:
 
     def _flush_acks(self) -> None:
         """The timer: acks no append took, committed alone (event loop thread)."""
-        self._ack_timer = None
-        waiting = self._take_waiting_acks()
+        waiting = self._take_waiting_acks()  # (cancels the timer, when not this call)
         if not waiting:
             return
         acks = queries.Acks(

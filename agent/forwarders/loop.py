@@ -71,10 +71,14 @@ MAX_HELD_ACKS = 5000
 
 async def _both(first: asyncio.Future[None], second: asyncio.Future[None]) -> None:
     """Two acks in flight as one: done when both are, raising the first failure."""
+    failed: BaseException | None = None
     try:
         await asyncio.shield(first)
-    finally:
-        await asyncio.shield(second)
+    except BaseException as exc:  # re-raised below, once the second is through too
+        failed = exc
+    await asyncio.shield(second)
+    if failed is not None:
+        raise failed
 
 
 @dataclass
@@ -246,7 +250,7 @@ class DeliveryLoop:
         acks with its next append, ack_with_appends) is not: both wait together, and the
         loop sends on meanwhile."""
         acking = self._acking
-        if acking is None or acking.done():
+        if acking is None or acking.done() or not self.buffer.acks_wait_for_appends:
             await self._wait_for_ack()
             acking = None
         held, self._held_acks = self._held_acks, []

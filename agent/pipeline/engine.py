@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -63,6 +64,11 @@ _UNNUMBERED = format_sequence(0)
 _UNNUMBERED_FIELD = b'"sequence":"' + _UNNUMBERED.encode() + b'"'
 # Samples per block at most: a block is the unit the held-events bound drops.
 BLOCK_SAMPLES = 5000
+
+
+def _digest(template: bytes, base: int | None) -> bytes:
+    """What tells heads apart (the same template on another base is another head)."""
+    return hashlib.blake2b(f"{base}|".encode() + template, digest_size=16).digest()
 
 
 @dataclass
@@ -150,6 +156,8 @@ class RuleEngine:
         # sample block (buffer.blocks) when they are handed over. Their heads: template
         # -> number, and the templates of each (source, machine, signal).
         self._samples: dict[tuple[str, ...], list[blocks.BlockSample]] = {}
+        # Heads by a digest of their template (a plant has two per signal: the templates
+        # themselves, a few hundred bytes each, stay in the buffer only).
         self._heads: dict[bytes, int] = {}
         self._next_head = 0
         self._templates: dict[tuple[str, str, str], tuple[int, int, bytes, str | None]] = {}
@@ -175,7 +183,8 @@ class RuleEngine:
                     # Even an unreadable head keeps its number: blocks refer to it.
                     self._next_head = max(self._next_head, number + 1)
                     with contextlib.suppress(ValueError, KeyError, TypeError):
-                        self._heads[blocks.Head.from_text(value).template] = number
+                        head = blocks.Head.from_text(value)
+                        self._heads[_digest(head.template, head.base)] = number
         for key, value in states.items():
             if key.startswith(SHIFT_KEY + "/"):
                 with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: anew
@@ -399,21 +408,29 @@ class RuleEngine:
     def _sample_heads(
         self, source: str, machine: str, data: SampleData
     ) -> tuple[int, int, bytes, str | None]:
-        """A signal's two heads (a good reading in its unit, any other), numbered; a head
-        not yet in the buffer goes in with the next hand-over."""
-        good, other, prefix = self._encoder.sample_templates(
+        """A signal's two heads (a good reading in its unit, any other), numbered, on the
+        head of its source's envelope; a head not yet in the buffer goes in with the next
+        hand-over."""
+        envelope, good, other, prefix = self._encoder.sample_templates(
             source, machine, data.signal, data.unit
         )
-        numbers = []
-        for template in (good, other):
-            number = self._heads.get(template)
-            if number is None:
-                number = self._heads[template] = self._next_head
-                self._next_head += 1
-                head = blocks.Head(_TYPE_VALUES[EventType.SAMPLE], machine, template)
-                self._state[f"{blocks.HEAD_KEY}{number}"] = head.to_text()
-            numbers.append(number)
-        return numbers[0], numbers[1], prefix, data.unit
+        base = self._head(blocks.Head(_TYPE_VALUES[EventType.SAMPLE], "", envelope))
+        return (
+            self._head(blocks.Head(_TYPE_VALUES[EventType.SAMPLE], machine, good, base)),
+            self._head(blocks.Head(_TYPE_VALUES[EventType.SAMPLE], machine, other, base)),
+            prefix,
+            data.unit,
+        )
+
+    def _head(self, head: blocks.Head) -> int:
+        """The number of this head; a new one's goes in with the next hand-over."""
+        digest = _digest(head.template, head.base)
+        number = self._heads.get(digest)
+        if number is None:
+            number = self._heads[digest] = self._next_head
+            self._next_head += 1
+            self._state[f"{blocks.HEAD_KEY}{number}"] = head.to_text()
+        return number
 
     def _blocks(self) -> list[EventRow]:
         """The samples made since the last hand-over, as blocks: one per set of
@@ -533,7 +550,7 @@ class RuleEngine:
         if self.health.commit_failing_since is not None:
             log.info(
                 "buffer writable again pending=%d held_samples_dropped=%d",
-                len(rows),
+                sum(row.samples for row in rows),
                 self.health.held_samples_dropped_episode,
             )
         self.health.held_samples_dropped_episode = 0
@@ -549,7 +566,7 @@ class RuleEngine:
             log.error(
                 "buffer commit failed; holding events in memory error=%s pending=%d",
                 error,
-                len(self._rows),
+                self._held(),
             )
         self.health.last_error = error
         # Memory stays bounded: while nothing can be committed no sample is processed, so

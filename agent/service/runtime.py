@@ -236,6 +236,8 @@ class Agent:
         await _cancel(list(self._driver_tasks.values()))
         self._driver_tasks.clear()
         await self._stop_engine()
+        if self.buffer is not None:
+            self.buffer.ack_with_appends(0)  # no append will come: acks commit at once
         await self._deliver_before_exit()
         await _cancel([*self._forwarder_tasks.values(), *self._background])
         self._forwarder_tasks.clear()

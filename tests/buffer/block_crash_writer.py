@@ -58,9 +58,7 @@ async def main() -> None:
     state = await buffer.load_state()
     for key, text in state.items():
         if key.startswith(blocks.HEAD_KEY):
-            maker.heads[blocks.Head.from_text(text).template] = int(
-                key.removeprefix(blocks.HEAD_KEY)
-            )
+            maker.heads[text] = int(key.removeprefix(blocks.HEAD_KEY))
     say("ready")
     await asyncio.gather(appender(buffer, maker), acker(buffer))
 

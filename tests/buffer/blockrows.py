@@ -28,7 +28,7 @@ class Made:
 @dataclass
 class BlockMaker:
     encoder: EnvelopeEncoder = field(default_factory=lambda: EnvelopeEncoder(AGENT))
-    heads: dict[bytes, int] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)  # head text -> number
     sequence: int = 0
 
     def block(
@@ -64,16 +64,15 @@ class BlockMaker:
                 reason="not a number (NaN)" if value is None else None,
             )
             unit = sample.unit if i % 2 else "degC"  # the signal's unit, as configured
-            good, other, prefix = self.encoder.sample_templates(source, machine, signal, unit)
+            envelope, good, other, prefix = self.encoder.sample_templates(
+                source, machine, signal, unit
+            )
             made = self.encoder.sample_fragment(sample, prefix, unit)
             assert made is not None
-            template = good if made[0] else other
-            number = self.heads.get(template)
-            if number is None:
-                number = self.heads[template] = len(self.heads)
-                state[f"{blocks.HEAD_KEY}{number}"] = blocks.Head(
-                    "sample", machine, template
-                ).to_text()
+            base = self.number(blocks.Head("sample", "", envelope), state)
+            number = self.number(
+                blocks.Head("sample", machine, good if made[0] else other, base), state
+            )
             when = start + step * (i // 3)
             samples.append(blocks.BlockSample(number, blocks.time_us(when), made[1]))
             data.append((sample, when, source))
@@ -103,6 +102,15 @@ class BlockMaker:
             count,
         )
         return Made(row, state, ids, expected)
+
+    def number(self, head: blocks.Head, state: dict[str, str]) -> int:
+        """The head's number; a new one is added to ``state`` (committed with the block)."""
+        key = head.to_text()
+        number = self.heads.get(key)
+        if number is None:
+            number = self.heads[key] = len(self.heads)
+            state[f"{blocks.HEAD_KEY}{number}"] = key
+        return number
 
 
 def real_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:

@@ -119,3 +119,22 @@ async def test_a_cancelled_ack_is_still_committed(tmp_path: Path) -> None:
         assert [e.id for e in await buf.claim("a", 10)] == ["c000001", "c000002", "c000003"]
     finally:
         await buf.close()
+
+
+async def test_turning_it_off_commits_the_acks_waiting(tmp_path: Path) -> None:
+    """The agent stopping: its engine made the last append, so acks may not wait."""
+    buf = await SqliteBuffer.open(tmp_path / "b.db")
+    try:
+        buf.ack_with_appends(30.0)
+        await buf.append(counts(3, 0))
+        claimed = await buf.claim("a", 10)
+        ack = asyncio.ensure_future(buf.ack("a", [e.seq for e in claimed]))
+        await asyncio.sleep(0)
+        assert buf.acks_wait_for_appends
+        buf.ack_with_appends(0)
+        await asyncio.wait_for(ack, 5)
+        assert not buf.acks_wait_for_appends
+        assert (await buf.stats()).destinations["a"].delivered == 3
+        await asyncio.wait_for(buf.ack("a", []), 5)  # and the next ones commit at once
+    finally:
+        await buf.close()

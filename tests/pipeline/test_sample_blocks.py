@@ -145,7 +145,8 @@ async def test_heads_survive_a_restart_and_new_signals_get_new_numbers(tmp_path:
         claimed = await buffer.claim("mw", 1000)
     finally:
         await buffer.close()
-    assert len(before) == 2 * 2 and len(after) == 3 * 2  # per signal: good readings, others
+    # The machine's envelope, and per signal: good readings, the others.
+    assert len(before) == 1 + 2 * 2 and len(after) == 1 + 3 * 2
     assert {k: after[k] for k in before} == before
     signals = [orjson.loads(e.payload)["data"]["signal"] for e in claimed]
     assert signals == ["m1.t0", "m1.t1", "m1.t0", "m1.t1", "m1.t2"]
