@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+import sys
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
@@ -92,8 +93,8 @@ class Head(NamedTuple):
         found = orjson.loads(text)
         base = found.get("base")
         return cls(
-            found["type"],
-            found["key"],
+            sys.intern(found["type"]),  # shared by thousands of heads
+            sys.intern(found["key"]),
             found["template"].encode("latin-1"),
             None if base is None else int(base),
         )
