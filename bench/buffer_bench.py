@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -382,8 +382,9 @@ async def block_loop(path: Path, events: int) -> dict[str, float]:
     n = 0
     acking: list[asyncio.Future[None]] = []
 
-    async def rounds(count: int) -> None:
+    async def rounds(count: int) -> int:
         nonlocal n
+        first = n
         for _ in range(max(1, count // BLOCK)):
             at_us = blocks.time_us(datetime.now(UTC))
             samples = [
@@ -410,17 +411,28 @@ async def block_loop(path: Path, events: int) -> dict[str, float]:
             while batch := await buffer.claim("receiver", 500, after_seq=acked_to[0]):
                 acked_to[0] = batch[-1].seq
                 acking.append(asyncio.ensure_future(buffer.ack("receiver", [e.seq for e in batch])))
+        return n - first
 
     acked_to = [0]
+    return await written_per_event(buffer, rounds, events)
+
+
+async def written_per_event(
+    buffer: SqliteBuffer, rounds: Callable[[int], Awaitable[int]], events: int, fill: int = 0
+) -> dict[str, float]:
+    """Bytes written per event over ``rounds(events)`` (each returns the events it
+    appended and delivered), after ``fill`` events and a warm-up that lets the WAL reach
+    its size; and the file's size then. Closes the buffer."""
     try:
-        await rounds(events // 2)  # warm-up: the WAL reaches its size
-        start, written = n, written_now()
-        await rounds(events)
+        await rounds(fill)
+        await rounds(events // 2)
+        written = written_now()
+        made = await rounds(events)
         written = written_now() - written
         stats = await buffer.stats()
     finally:
         await buffer.close()
-    return {"per_event": written / (n - start), "file": stats.size_bytes}
+    return {"per_event": written / made, "file": stats.size_bytes}
 
 
 async def flash_loop(
@@ -448,8 +460,9 @@ async def flash_loop(
         )
     n = 0
 
-    async def rounds(count: int) -> None:
+    async def rounds(count: int) -> int:
         nonlocal n
+        first = n
         for i in range(max(1, count // ROUND)):
             rows = []
             for k in range(ROUND):
@@ -462,17 +475,9 @@ async def flash_loop(
                 await buffer.ack("receiver", [e.seq for e in batch])
             if prune == "pass" and (i + 1) % PRUNE_EVERY == 0:
                 await buffer.prune_samples(time.time() + 1)
+        return n - first
 
-    try:
-        await rounds(fill)
-        await rounds(events // 2)  # warm-up: the WAL reaches its size
-        start, written = n, written_now()
-        await rounds(events)
-        written = written_now() - written
-        stats = await buffer.stats()
-    finally:
-        await buffer.close()
-    return {"per_event": written / (n - start), "file": stats.size_bytes}
+    return await written_per_event(buffer, rounds, events, fill)
 
 
 async def flash_rows(tmp: Path, quick: bool) -> list[Row]:
