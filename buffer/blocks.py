@@ -61,6 +61,9 @@ VERSION = 1
 _HEADER = struct.Struct("<BQqI")  # version, first sequence, base time (µs), count
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEVEL = 3
+# What reading a block the file holds can raise: a head missing or unreadable, a block
+# written by a newer floorgate, damaged compressed bytes.
+UNREADABLE = (ValueError, zstandard.ZstdError)
 DECODED_CACHED = 4  # decoded blocks kept per buffer (claims of a block come in batches)
 
 

@@ -17,8 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-import zstandard
-
 from buffer import blocks, queries, schema
 from buffer.rows import BufferStats, DeadLetter, StoredEvent
 from buffer.sqlite import BUSY_TIMEOUT_MS, BufferStoreError, describe_error
@@ -78,20 +76,14 @@ class OperatorBuffer:
         """Dead letters back to pending: the event ``ident`` (id or seq) or all of them."""
         seqs = None
         if ident is not None:
-            # A sample of a block dead-lettered into a row of its own: that row.
-            own = self._run(
-                "requeue",
-                lambda: self._conn.execute(
-                    "SELECT seq FROM events WHERE id = ? AND n IS NULL", (ident,)
-                ).fetchone(),
-            )
+            # Dead letters are rows (a block's sample is dead-lettered into a row of its
+            # own, with its id): that row, else whatever show() finds.
+            own = self._run("requeue", lambda: queries.row_seq(ident, self._conn))
             event = None if own is not None else self.show(ident)
-            if own is None and event is None:
+            seq = own if own is not None else event.seq if event is not None else None
+            if seq is None:
                 raise BufferStoreError(f"no event {ident} in the buffer {self.path}")
-            if own is not None:
-                seqs = [int(own[0])]
-            elif event is not None:
-                seqs = [event.seq]
+            seqs = [seq]
         return self._run("requeue", lambda: queries.requeue_tx(destination, seqs, self._conn))
 
     def purge_dead(self, destination: str | None, dead_before: float | None) -> int:
@@ -118,7 +110,7 @@ class OperatorBuffer:
             raise BufferStoreError(
                 f"buffer {self.path}: {doing} failed: {describe_error(exc)}"
             ) from exc
-        except (ValueError, zstandard.ZstdError) as exc:  # a sample block it cannot read
+        except blocks.UNREADABLE as exc:  # a sample block it cannot read
             raise BufferStoreError(f"buffer {self.path}: {doing} failed: {exc}") from exc
 
 

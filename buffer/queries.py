@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
 
@@ -205,9 +206,10 @@ def append_tx(
     now = time.time()
     stored = 0
     ranges: list[tuple[int, int]] = []
+    acks = acks or Acks((), prune=False)
     with transaction(conn):
-        for destination, seqs in acks.items if acks else ():
-            _, high = ack_in(conn, destination, seqs, acks.prune if acks else False, now)
+        for destination, seqs in acks.items:
+            _, high = ack_in(conn, destination, seqs, acks.prune, now)
             ranges.append((min(seqs), high))
         if rows:  # an id repeated (in the batch or from before) is stored once
             stored = insert_events(conn, rows, now)
@@ -224,41 +226,33 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float
     given (the engine's hand-over order, which its sequences follow). Returns how many
     events were stored (a block counts its samples)."""
     stored = 0
-    start = 0
-    for at, row in enumerate([*rows, None]):
-        if row is not None and not row.n:
-            continue
-        if at > start:  # the events since the last block, in one statement
-            stored += _insert_single(conn, rows[start:at], now)
-        if row is not None:
-            stored += _insert_blocks(conn, [row], now)
-        start = at + 1
+    for is_block, run in groupby(rows, key=lambda row: bool(row.n)):
+        if is_block:
+            stored += sum(_insert_block(conn, row, now) for row in run)
+        else:  # the events between two blocks, in one statement
+            stored += _insert_single(conn, list(run), now)
     return stored
 
 
-def _insert_blocks(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
-    """Each block takes the seq ``n`` above the highest used (buffer.blocks)."""
-    stored = 0
-    for row in rows:
-        found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        top = (found[0] if found else 0) + row.n
-        inserted = conn.execute(
-            "INSERT OR IGNORE INTO events (seq, id, type, key, time, payload, size, created, n)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (top, *row[:5], len(row.payload), now, row.n),
-        ).rowcount
-        if not inserted:
-            continue
-        dests = sorted(set(row.destinations))
-        conn.executemany(
-            "INSERT INTO deliveries (destination, seq, status, attempts, updated)"
-            " VALUES (?, ?, 'pending', 0, ?)",
-            [(dest, top, now) for dest in dests],
-        )
-        counted = [(*schema.EVENTS_TOTAL, row.n), *((d, "pending", row.n) for d in dests)]
-        bump(conn, counted, now)
-        stored += row.n
-    return stored
+def _insert_block(conn: sqlite3.Connection, row: EventRow, now: float) -> int:
+    """The block takes the seq ``n`` above the highest used (buffer.blocks)."""
+    found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    top = (found[0] if found else 0) + row.n
+    inserted = conn.execute(
+        "INSERT OR IGNORE INTO events (seq, id, type, key, time, payload, size, created, n)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (top, *row[:5], len(row.payload), now, row.n),
+    ).rowcount
+    if not inserted:
+        return 0
+    dests = sorted(set(row.destinations))
+    conn.executemany(
+        "INSERT INTO deliveries (destination, seq, status, attempts, updated)"
+        " VALUES (?, ?, 'pending', 0, ?)",
+        [(dest, top, now) for dest in dests],
+    )
+    bump(conn, [(*schema.EVENTS_TOTAL, row.n), *((d, "pending", row.n) for d in dests)], now)
+    return row.n
 
 
 def _insert_single(conn: sqlite3.Connection, rows: Sequence[EventRow], now: float) -> int:
@@ -766,6 +760,12 @@ def show(ident: str, expander: blocks.Expander, conn: sqlite3.Connection) -> Sto
                 tuple(own.values()),
             )
         return _block_sample(conn, expander, *located, own)
+
+
+def row_seq(ident: str, conn: sqlite3.Connection) -> int | None:
+    """The seq of the row of its own with this event id (not a block's), or None."""
+    found = conn.execute("SELECT seq FROM events WHERE id = ? AND n IS NULL", (ident,)).fetchone()
+    return None if found is None else int(found[0])
 
 
 def _sample_by_id(ident: str, conn: sqlite3.Connection) -> tuple[int, int] | None:

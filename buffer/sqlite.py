@@ -69,8 +69,6 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-import zstandard
-
 from buffer import blocks, diskio, queries, schema
 from buffer.capacity import SAMPLE, Capacity, is_full
 from buffer.cleanmark import CleanMark
@@ -396,9 +394,7 @@ class SqliteBuffer:
         waiting = self._take_waiting_acks()
         if not waiting:
             return self._writer.submit(partial(self._store, rows, state, None))
-        acks = queries.Acks(
-            [(dest, seqs) for dest, seqs, _ in waiting], self._sample_retention == 0
-        )
+        acks = self._acks_of(waiting)
         both = self._writer.submit(partial(self._store_with_acks, rows, state, acks))
         appended: asyncio.Future[list[Unstorable]] = loop.create_future()
 
@@ -443,6 +439,8 @@ class SqliteBuffer:
             return failed, None
 
     def _ack_alone(self, acks: queries.Acks, conn: sqlite3.Connection) -> None:
+        """Acks in transactions of their own (writer thread), noting what they touched
+        for prune_samples (unless they pruned it themselves)."""
         for dest, seqs in acks.items:
             _, high = queries.ack_tx(dest, seqs, conn, prune=acks.prune)
             if not acks.prune:
@@ -576,12 +574,8 @@ class SqliteBuffer:
                 )
             await done
             return
-        at_once = self._sample_retention == 0
-        _, high = await self._write(
-            partial(queries.ack_tx, destination, seqs, prune=at_once), "ack"
-        )
-        if not at_once:
-            self._note_delivered(min(seqs), high)
+        acks = queries.Acks([(destination, seqs)], self._sample_retention == 0)
+        await self._write(partial(self._ack_alone, acks), "ack")
 
     def ack_with_appends(self, wait: float) -> None:
         """From now on an ack waits up to ``wait`` seconds for the next append and is
@@ -597,6 +591,13 @@ class SqliteBuffer:
         """Whether an ack may wait for the next append (ack_with_appends)."""
         return bool(self._ack_wait)
 
+    def _acks_of(
+        self, waiting: Sequence[tuple[str, tuple[int, ...], asyncio.Future[None]]]
+    ) -> queries.Acks:
+        return queries.Acks(
+            [(dest, seqs) for dest, seqs, _ in waiting], self._sample_retention == 0
+        )
+
     def _take_waiting_acks(self) -> list[tuple[str, tuple[int, ...], asyncio.Future[None]]]:
         if self._ack_timer is not None:
             self._ack_timer.cancel()
@@ -609,9 +610,7 @@ class SqliteBuffer:
         waiting = self._take_waiting_acks()  # (cancels the timer, when not this call)
         if not waiting:
             return
-        acks = queries.Acks(
-            [(dest, seqs) for dest, seqs, _ in waiting], self._sample_retention == 0
-        )
+        acks = self._acks_of(waiting)
         if self._closing:
             _settle_all(waiting, BufferStoreError(f"the buffer {self.path} is closed"))
             return
@@ -848,7 +847,7 @@ class SqliteBuffer:
         except sqlite3.Error as exc:
             message = f"buffer {self.path}: {doing} failed: {describe_error(exc)}"
             raise BufferStoreError(message) from exc
-        except (ValueError, zstandard.ZstdError) as exc:  # a sample block it cannot read
+        except blocks.UNREADABLE as exc:  # a sample block it cannot read
             raise BufferStoreError(f"buffer {self.path}: {doing} failed: {exc}") from exc
 
 

@@ -463,8 +463,10 @@ class RuleEngine:
         """What is handed over, in the order the buffer stores it: the rows held from a
         failed commit (numbered then), the new blocks, the new events; each not yet
         numbered takes the next sequences now."""
-        held = [row for row in rows if row.n or _UNNUMBERED_FIELD not in row.payload]
-        fresh = [row for row in rows if not row.n and _UNNUMBERED_FIELD in row.payload]
+        held: list[EventRow] = []
+        fresh: list[EventRow] = []
+        for row in rows:
+            (fresh if not row.n and _UNNUMBERED_FIELD in row.payload else held).append(row)
         ordered = held + self._blocks()
         for row in fresh:
             self._sequence += 1
